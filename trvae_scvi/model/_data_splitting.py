@@ -1,0 +1,72 @@
+"""Condition-balanced mini-batches for training."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.dataloaders import DataSplitter
+from torch.utils.data import BatchSampler, DataLoader, WeightedRandomSampler
+
+
+class ConditionBalancedDataSplitter(DataSplitter):
+    """:class:`~scvi.dataloaders.DataSplitter` whose training batches balance the conditions.
+
+    The MMD compares conditions *within* a mini-batch, so a rare condition that is often absent
+    from a batch gets no penalty. With ``condition_balanced=True`` each training cell is drawn
+    (with replacement) with probability proportional to ``1 / n_cells(its condition)``, so every
+    condition fills about the same share of each batch, as in the trVAE paper. An epoch is
+    ``ceil(n_train / batch_size)`` full batches. Validation batches are left as they are.
+
+    Under a distributed strategy (DDP) the parent's distributed sampler is used instead, because
+    each process must draw a disjoint share of the data.
+
+    Parameters
+    ----------
+    adata_manager
+        The model's :class:`~scvi.data.AnnDataManager`.
+    condition_balanced
+        Balance the conditions in training batches.
+    **kwargs
+        Passed to :class:`~scvi.dataloaders.DataSplitter`.
+    """
+
+    def __init__(self, adata_manager, condition_balanced: bool = True, **kwargs):
+        super().__init__(adata_manager, **kwargs)
+        self.condition_balanced = condition_balanced
+
+    def train_dataloader(self) -> DataLoader:
+        """Training loader; condition-balanced unless disabled or distributed."""
+        loader_kwargs = dict(self.data_loader_kwargs)
+        if not self.condition_balanced or loader_kwargs.get("distributed_sampler", False):
+            return super().train_dataloader()
+        batch_size = loader_kwargs.pop("batch_size", None) or 128
+        loader_kwargs.pop("distributed_sampler", None)
+        loader_kwargs.pop("drop_dataset_tail", None)
+        codes = np.asarray(
+            self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
+        ).ravel()[self.train_idx]
+        weights = 1.0 / np.bincount(codes)[codes]
+        n_batches = math.ceil(len(self.train_idx) / batch_size)
+        sampler = BatchSampler(
+            WeightedRandomSampler(
+                torch.as_tensor(weights, dtype=torch.double),
+                num_samples=n_batches * batch_size,
+                replacement=True,
+            ),
+            batch_size=batch_size,
+            drop_last=False,
+        )
+        dataset = self.adata_manager.create_torch_dataset(
+            indices=self.train_idx, load_sparse_tensor=self.load_sparse_tensor
+        )
+        # batch_size=None: the sampler already yields whole batches of positions.
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            pin_memory=self.pin_memory,
+            **loader_kwargs,
+        )

@@ -1,0 +1,85 @@
+"""Small network pieces of the trVAE module."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Literal
+
+import torch
+from scvi.nn import FCLayers
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module] | partial] = {
+    "leaky_relu": partial(nn.LeakyReLU, negative_slope=0.2),
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+}
+
+
+class ConditionalMLP(nn.Module):
+    """Fully connected layers of any widths, with the condition one-hot in the first layer.
+
+    Each layer is a one-layer :class:`scvi.nn.FCLayers` (linear, normalisation, activation,
+    dropout). Only the first one receives the condition, so scvi-tools' query mapping
+    (:class:`~scvi.model.base.ArchesMixin`) can extend and train just its condition columns.
+
+    Parameters
+    ----------
+    n_input
+        Input width.
+    layer_sizes
+        Output width of each layer; empty gives the identity.
+    n_conditions
+        Number of condition categories injected into the first layer; ``0`` for none.
+    dropout_rate
+        Dropout after each layer.
+    normalization
+        ``"batch"``, ``"layer"`` or ``"none"``.
+    activation
+        A key of :data:`ACTIVATIONS`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mlp = ConditionalMLP(10, [8, 4], n_conditions=2)
+    >>> mlp(torch.randn(3, 10), torch.tensor([[0], [1], [1]])).shape
+    torch.Size([3, 4])
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        layer_sizes: Sequence[int],
+        n_conditions: int = 0,
+        dropout_rate: float = 0.2,
+        normalization: Literal["batch", "layer", "none"] = "batch",
+        activation: str = "leaky_relu",
+    ):
+        super().__init__()
+        sizes = [n_input, *layer_sizes]
+        self.layers = nn.ModuleList(
+            FCLayers(
+                n_in=n_in,
+                n_out=n_out,
+                n_cat_list=[n_conditions] if i == 0 and n_conditions > 0 else None,
+                n_layers=1,
+                dropout_rate=dropout_rate,
+                use_batch_norm=normalization == "batch",
+                use_layer_norm=normalization == "layer",
+                activation_fn=ACTIVATIONS[activation],
+            )
+            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
+        )
+        self.n_output = sizes[-1]
+        self.has_condition = n_conditions > 0
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the layers; ``condition`` (codes, shape ``(n, 1)``) enters the first one."""
+        for i, layer in enumerate(self.layers):
+            if i == 0 and self.has_condition:
+                x = layer(x, condition)
+            else:
+                x = layer(x)
+        return x
