@@ -64,6 +64,15 @@ def _check_counts(matrix, where: str, recon_loss: str) -> None:
             )
 
 
+def _gene_means(matrix) -> np.ndarray:
+    if sp.issparse(matrix):
+        return np.asarray(matrix.mean(axis=0), dtype=np.float64).ravel()
+    total = np.zeros(matrix.shape[1])
+    for values in _iter_value_chunks(matrix):
+        total += values.sum(axis=0, dtype=np.float64)
+    return total / matrix.shape[0]
+
+
 def _has_negative(matrix) -> bool:
     return any((values < 0).any() for values in _iter_value_chunks(matrix))
 
@@ -186,6 +195,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
             kernel_widths=kernel_widths,
             mse_output_activation=mse_output_activation,
         )
+        self.module.init_output_bias(torch.as_tensor(_gene_means(matrix), dtype=torch.float32))
         self._model_summary_string = (
             f"trVAE: hidden_sizes={tuple(hidden_sizes)}, n_latent={n_latent}, "
             f"recon_loss={recon_loss}, alpha={alpha}, beta={beta}, mmd_on={mmd_on}, "
@@ -520,8 +530,8 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         -------
         AnnData with the same ``var_names``; ``obs`` a copy of the cells' ``obs`` with the
         condition column set to the target; ``X`` the prediction in the registered data's space
-        (log-normalised values for ``"mse"``, expected counts at each cell's observed library
-        size for ``"nb"``/``"zinb"``, plus ``layers["log_normalized"] = log1p(1e4 * px.scale)``);
+        (log-normalised values for ``"mse"``; for ``"nb"``/``"zinb"`` the expected counts at
+        each cell's observed library size, including the zero-inflation of ``"zinb"``, plus ``layers["log_normalized"] = log1p(1e4 * px.scale)``);
         ``uns["trVAE_predict"]`` the source, target and model settings.
 
         Examples
@@ -542,6 +552,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         )
         prediction, scale = self._decode(adata, indices, target_code, source_code, batch_size)
         obs = adata.obs.iloc[indices].copy()
+        obs = obs.drop(columns=[c for c in obs.columns if c.startswith("_scvi")])
         source_labels = (
             obs[self.condition_key].astype(str).to_numpy()
             if source_condition is None

@@ -109,6 +109,19 @@ class TRVAEModule(BaseModuleClass):
                 f"recon_loss={recon_loss!r} is not supported; use 'mse', 'nb' or 'zinb'."
             )
 
+    @torch.no_grad()
+    def init_output_bias(self, gene_mean: torch.Tensor) -> None:
+        """Start the decoder at the average expression profile.
+
+        With sparse log data most genes sit near zero; starting the output at each gene's mean
+        (instead of 0) saves many epochs and keeps a ReLU output from dying on those genes.
+        """
+        if self.recon_loss == "mse":
+            self.px_output.bias.copy_(gene_mean)
+        else:
+            proportion = gene_mean / gene_mean.sum().clamp_min(1e-12)
+            self.px_output.bias.copy_(torch.log(proportion.clamp_min(1e-8)))
+
     @property
     def is_count_model(self) -> bool:
         """Whether the likelihood models raw counts (``nb``/``zinb``)."""

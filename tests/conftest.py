@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import pytest
+import scvi
+from anndata import AnnData
+from helpers import make_counts
+
+import trvae_scvi
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    scvi.settings.seed = 0
+
+
+@pytest.fixture(scope="session")
+def kang_file() -> AnnData:
+    return trvae_scvi.datasets.kang2018()
+
+
+@pytest.fixture
+def kang(kang_file) -> AnnData:
+    return kang_file.copy()
+
+
+@pytest.fixture
+def synthetic() -> AnnData:
+    return make_counts()

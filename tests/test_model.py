@@ -1,0 +1,180 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from helpers import SMALL, make_counts
+
+from trvae_scvi import TRVAE
+from trvae_scvi.metrics import r2_of_means, top_degs
+
+
+@pytest.fixture(scope="module")
+def nk_holdout():
+    """Kang data without the stimulated NK cells, a model trained on it, and the real NK cells."""
+    import scvi
+
+    import trvae_scvi
+
+    scvi.settings.seed = 0
+    adata = trvae_scvi.datasets.kang2018()
+    held_out = ((adata.obs.cell_type == "NK") & (adata.obs.condition == "stimulated")).to_numpy()
+    train = adata[~held_out].copy()
+    TRVAE.setup_anndata(train, condition_key="condition")
+    model = TRVAE(train, hidden_sizes=(256, 64), n_latent=10)
+    model.train(max_epochs=25, batch_size=128, enable_progress_bar=False)
+    return adata, train, model
+
+
+def test_training_lowers_loss(nk_holdout):
+    _, _, model = nk_holdout
+    loss = model.history["train_loss"]["train_loss"].to_numpy(dtype=float)
+    assert np.isfinite(loss).all()
+    assert loss[-1] < 0.5 * loss[0]
+    assert "mmd_train" in model.history
+
+
+def test_transfer_moves_control_towards_stimulated(nk_holdout):
+    adata, train, model = nk_holdout
+    nk = adata[adata.obs.cell_type == "NK"]
+    degs = nk.var_names.isin(top_degs(nk, "condition", "stimulated", "control", n_genes=100))
+    control = np.flatnonzero(
+        ((train.obs.cell_type == "NK") & (train.obs.condition == "control")).to_numpy()
+    )
+    real = nk[nk.obs.condition == "stimulated"].X
+    predicted = model.predict(indices=control, target_condition="stimulated")
+    unchanged = train[control].X
+    r2_transfer = r2_of_means(predicted.X[:, degs], real[:, degs])
+    r2_identity = r2_of_means(unchanged[:, degs], real[:, degs])
+    assert r2_transfer > r2_identity + 0.1
+    # The predicted change points the real change's way on most DEGs.
+    real_change = np.asarray(real[:, degs].mean(0) - unchanged[:, degs].mean(0)).ravel()
+    predicted_change = predicted.X[:, degs].mean(0) - np.asarray(unchanged[:, degs].mean(0)).ravel()
+    assert np.mean(np.sign(real_change) == np.sign(predicted_change)) > 0.7
+
+
+def test_predict_output(nk_holdout):
+    _, train, model = nk_holdout
+    indices = np.arange(5)
+    predicted = model.predict(indices=indices, target_condition="stimulated")
+    assert predicted.shape == (5, train.n_vars)
+    assert (predicted.var_names == train.var_names).all()
+    assert (predicted.obs_names == train.obs_names[:5]).all()
+    assert (predicted.obs["condition"] == "stimulated").all()
+    assert list(predicted.obs["condition_source"]) == list(train.obs.condition[:5])
+    assert not any(column.startswith("_scvi") for column in predicted.obs.columns)
+    info = predicted.uns["trVAE_predict"]
+    assert info["target_condition"] == "stimulated"
+    assert info["source_condition"] == "own"
+    assert info["model_settings"]["beta"] == model.module.beta
+    assert np.isfinite(predicted.X).all()
+    # Explicit source: the same cells encoded as control.
+    as_control = model.predict(indices=indices, target_condition="stimulated", source_condition="control")
+    assert (as_control.obs["condition_source"] == "control").all()
+
+
+def test_transform_batch_of_rnaseq_mixin_is_transfer(nk_holdout):
+    _, _, model = nk_holdout
+    indices = np.arange(40)
+    predicted = model.predict(indices=indices, target_condition="stimulated").X
+    # scvi-tools' RNASeqMixin decodes sampled z; averaged over samples it agrees with transfer.
+    normalized = model.get_normalized_expression(
+        indices=indices, transform_batch="stimulated", n_samples=25, return_numpy=True
+    )
+    assert np.corrcoef(normalized.ravel(), predicted.ravel())[0, 1] > 0.95
+
+
+def test_representations_and_write_back(nk_holdout):
+    _, train, model = nk_holdout
+    adata = train.copy()
+    z = model.get_latent_representation(adata, add_to_adata=True)
+    y = model.get_mmd_representation(adata, add_to_adata=True)
+    assert z.shape == (adata.n_obs, 10) and y.shape == (adata.n_obs, 64)
+    np.testing.assert_array_equal(adata.obsm["X_trVAE"], z)
+    np.testing.assert_array_equal(adata.obsm["X_trVAE_mmd"], y)
+    with pytest.raises(ValueError, match=r"adata.obsm\['X_trVAE'\] exists already"):
+        model.get_latent_representation(adata, add_to_adata=True)
+    model.get_latent_representation(adata, add_to_adata=True, overwrite=True)
+    with pytest.raises(ValueError, match="needs every cell"):
+        model.get_mmd_representation(adata, indices=[0, 1], add_to_adata=True)
+
+    corrected = model.get_corrected_expression("control", adata, add_to_adata=True)
+    assert corrected.shape == adata.shape
+    np.testing.assert_array_equal(adata.layers["trVAE_corrected_control"], corrected)
+    with pytest.raises(ValueError, match="exists already"):
+        model.get_corrected_expression("control", adata, add_to_adata=True)
+
+
+def test_mmd_layer_mixes_conditions_more_than_cvae(nk_holdout):
+    """The MMD layer of trVAE is less condition-separated than that of a CVAE (beta=0)."""
+    from scvi import settings
+
+    _, train, model = nk_holdout
+    settings.seed = 0
+    cvae = TRVAE(train, hidden_sizes=(256, 64), n_latent=10, beta=0)
+    cvae.train(max_epochs=25, batch_size=128, enable_progress_bar=False)
+
+    def condition_gap(m):
+        y = m.get_mmd_representation()
+        stim = (train.obs.condition == "stimulated").to_numpy()
+        centroid_distance = np.linalg.norm(y[stim].mean(0) - y[~stim].mean(0))
+        return centroid_distance / y.std(0).mean()
+
+    assert condition_gap(model) < condition_gap(cvae)
+
+
+def test_sparse_and_dense_agree():
+    sparse_data = make_counts(sparse=True)
+    dense_data = make_counts(sparse=False)
+    assert sp.issparse(sparse_data.X) and not sp.issparse(dense_data.X)
+    results = []
+    for adata in (sparse_data, dense_data):
+        import scvi
+
+        scvi.settings.seed = 0
+        TRVAE.setup_anndata(adata, condition_key="condition")
+        model = TRVAE(adata, **SMALL)
+        model.train(max_epochs=3, enable_progress_bar=False)
+        results.append(
+            (
+                model.history["train_loss"]["train_loss"].to_numpy(dtype=float),
+                model.predict(target_condition="c1").X,
+            )
+        )
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("recon_loss", ["nb", "zinb"])
+def test_count_likelihoods(synthetic, recon_loss):
+    TRVAE.setup_anndata(synthetic, condition_key="condition", layer="counts")
+    model = TRVAE(synthetic, recon_loss=recon_loss, **SMALL)
+    model.train(max_epochs=5, enable_progress_bar=False)
+    loss = model.history["train_loss"]["train_loss"].to_numpy(dtype=float)
+    assert np.isfinite(loss).all() and loss[-1] < loss[0]
+    predicted = model.predict(indices=np.arange(10), target_condition="c1")
+    assert (predicted.X >= 0).all()
+    assert "log_normalized" in predicted.layers
+    # Expected counts at each cell's own library size (less the zero-inflated share for zinb).
+    library = np.asarray(synthetic.layers["counts"][:10].sum(1)).ravel()
+    if recon_loss == "nb":
+        np.testing.assert_allclose(predicted.X.sum(1), library, rtol=1e-3)
+    else:
+        assert (predicted.X.sum(1) < library * (1 + 1e-3)).all()
+
+
+def test_condition_balanced_batches(synthetic):
+    # 90% of cells in one condition; balanced batches hold both about equally.
+    adata = synthetic.copy()
+    adata.obs["condition"] = ["c0" if i % 10 else "c1" for i in range(adata.n_obs)]
+    TRVAE.setup_anndata(adata, condition_key="condition")
+    model = TRVAE(adata, **SMALL)
+    splitter = model._data_splitter_cls(model.adata_manager, batch_size=64)
+    splitter.setup()
+    shares = []
+    for tensors in splitter.train_dataloader():
+        assert tensors["X"].shape[0] == 64
+        shares.append(float((tensors["batch"] == 1).float().mean()))
+    assert 0.35 < np.mean(shares) < 0.65
+    plain = model._data_splitter_cls(model.adata_manager, batch_size=64, condition_balanced=False)
+    plain.setup()
+    plain_shares = [float((t["batch"] == 1).float().mean()) for t in plain.train_dataloader()]
+    assert np.mean(plain_shares) < 0.2

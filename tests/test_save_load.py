@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+from helpers import SMALL, make_counts
+
+from trvae_scvi import TRVAE
+
+FIRST_LAYER = "encoder.layers.0.fc_layers.Layer 0.0.weight"
+
+
+@pytest.fixture
+def trained(synthetic):
+    TRVAE.setup_anndata(synthetic, condition_key="condition")
+    model = TRVAE(synthetic, **SMALL)
+    model.train(max_epochs=3, enable_progress_bar=False)
+    return synthetic, model
+
+
+def test_round_trip_gives_same_predictions(trained, tmp_path):
+    adata, model = trained
+    expected = model.predict(target_condition="c1").X
+    model.save(tmp_path / "model", save_anndata=True)
+    with_adata = TRVAE.load(tmp_path / "model", adata=adata.copy())
+    np.testing.assert_array_equal(with_adata.predict(target_condition="c1").X, expected)
+    from_saved = TRVAE.load(tmp_path / "model")
+    np.testing.assert_array_equal(from_saved.predict(target_condition="c1").X, expected)
+    assert from_saved.module.beta == model.module.beta
+
+
+def test_save_does_not_overwrite(trained, tmp_path):
+    _, model = trained
+    model.save(tmp_path / "model")
+    with pytest.raises(ValueError, match="overwrite"):
+        model.save(tmp_path / "model")
+    model.save(tmp_path / "model", overwrite=True)
+
+
+def test_load_with_other_genes_fails(trained, tmp_path):
+    adata, model = trained
+    model.save(tmp_path / "model")
+    fewer = adata[:, 1:].copy()
+    with pytest.raises(ValueError, match="saved model was trained on 50 genes"):
+        TRVAE.load(tmp_path / "model", adata=fewer)
+    reordered = adata[:, ::-1].copy()
+    with pytest.raises(ValueError, match="different order"):
+        TRVAE.load(tmp_path / "model", adata=reordered)
+
+
+def test_load_with_unseen_condition_fails(trained, tmp_path):
+    adata, model = trained
+    model.save(tmp_path / "model")
+    other = adata.copy()
+    other.obs["condition"] = other.obs["condition"].cat.rename_categories({"c1": "new"})
+    with pytest.raises(ValueError, match=r"conditions \['new'\] that the saved model has not"):
+        TRVAE.load(tmp_path / "model", adata=other)
+
+
+def test_load_from_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no model.pt"):
+        TRVAE.load(tmp_path / "nothing")
+
+
+def test_query_mapping_trains_only_new_condition_columns(trained, tmp_path):
+    """scvi-tools' ArchesMixin maps a new condition onto a trained reference."""
+    adata, model = trained
+    query = make_counts(n_cells=60, seed=1)
+    query.obs["condition"] = "c_new"
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    query_model = TRVAE.load_query_data(query, model)
+    new_column = query_model.module.state_dict()[FIRST_LAYER][:, -1].clone()
+    query_model.train(max_epochs=2, enable_progress_bar=False, plan_kwargs={"weight_decay": 0.0})
+    after = query_model.module.state_dict()
+    assert after[FIRST_LAYER].shape[1] == before[FIRST_LAYER].shape[1] + 1
+    # Gene and old-condition columns are frozen; the new condition's column is trained.
+    np.testing.assert_array_equal(after[FIRST_LAYER][:, :-1], before[FIRST_LAYER])
+    assert not torch.equal(after[FIRST_LAYER][:, -1], new_column)
+    np.testing.assert_array_equal(
+        after["decoder.layers.0.fc_layers.Layer 0.0.weight"],
+        before["decoder.layers.0.fc_layers.Layer 0.0.weight"],
+    )
+    predicted = query_model.predict(target_condition="c0")
+    assert predicted.shape == query.shape and np.isfinite(predicted.X).all()
