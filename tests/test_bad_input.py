@@ -72,7 +72,9 @@ def model(synthetic):
 
 
 def test_unseen_target_condition(model):
-    with pytest.raises(ValueError, match=r"target_condition='IFN' is not a condition.*\['c0', 'c1'\]"):
+    with pytest.raises(
+        ValueError, match=r"target_condition='IFN' is not a condition.*\['c0', 'c1'\]"
+    ):
         model.predict(target_condition="IFN")
     with pytest.raises(ValueError, match=r"source_condition='x' is not a condition"):
         model.predict(target_condition="c0", source_condition="x")

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "held out, predict them, and print R² against the mean-shift baseline.",
     )
     demo.add_argument("--cell-type", default="NK", help="cell type to hold out (default NK)")
-    demo.add_argument("--max-epochs", type=int, default=150, help="training epochs (default 150)")
+    demo.add_argument("--max-epochs", type=int, default=60, help="training epochs (default 60)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--output", default="trvae_demo_model", help="folder to save the model to")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing --output")

@@ -15,6 +15,7 @@ def mean_expression(matrix) -> np.ndarray:
     --------
     >>> mean_expression(np.array([[0.0, 2.0], [2.0, 4.0]]))
     array([1., 3.])
+
     """
     if matrix.shape[0] == 0:
         raise ValueError("Cannot take the mean of 0 cells; the selection is empty.")
@@ -42,6 +43,7 @@ def r2_of_means(predicted, real) -> float:
     >>> real = rng.random((50, 20))
     >>> round(r2_of_means(real, real), 6)
     1.0
+
     """
     if predicted.shape[1] != real.shape[1]:
         raise ValueError(
@@ -90,6 +92,7 @@ def top_degs(
     Examples
     --------
     >>> degs = top_degs(nk_cells, "condition", "stimulated", "control")  # doctest: +SKIP
+
     """
     for value, argument in ((group, "group"), (reference, "reference")):
         n_cells = int((adata.obs[groupby] == value).sum())
@@ -112,4 +115,3 @@ def top_degs(
     scores = np.asarray(result["scores"][group], dtype=np.float64)
     order = np.argsort(-np.abs(scores), kind="stable")
     return list(names[order[:n_genes]])
-

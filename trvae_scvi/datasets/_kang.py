@@ -23,6 +23,7 @@ def kang2018() -> ad.AnnData:
     >>> adata = trvae_scvi.datasets.kang2018()
     >>> adata.shape
     (1975, 6998)
+
     """
     resource = files("trvae_scvi.datasets") / "data" / "kang2018_pbmc_scgen_valid.h5ad"
     with as_file(resource) as path:

@@ -31,6 +31,7 @@ class ConditionBalancedDataSplitter(DataSplitter):
         Balance the conditions in training batches.
     **kwargs
         Passed to :class:`~scvi.dataloaders.DataSplitter`.
+
     """
 
     def __init__(self, adata_manager, condition_balanced: bool = True, **kwargs):
@@ -45,9 +46,9 @@ class ConditionBalancedDataSplitter(DataSplitter):
         batch_size = loader_kwargs.pop("batch_size", None) or 128
         loader_kwargs.pop("distributed_sampler", None)
         loader_kwargs.pop("drop_dataset_tail", None)
-        codes = np.asarray(
-            self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
-        ).ravel()[self.train_idx]
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()[
+            self.train_idx
+        ]
         weights = 1.0 / np.bincount(codes)[codes]
         n_batches = math.ceil(len(self.train_idx) / batch_size)
         sampler = BatchSampler(

@@ -56,6 +56,7 @@ class TRVAEModule(BaseModuleClass):
         Squared bandwidths of the RBF kernels of the MMD.
     mse_output_activation
         ``"relu"`` (non-negative log data, the paper) or ``"linear"`` (scaled data), for ``"mse"``.
+
     """
 
     def __init__(
@@ -64,15 +65,15 @@ class TRVAEModule(BaseModuleClass):
         n_conditions: int,
         hidden_sizes: Sequence[int] = (800, 800, 128),
         n_latent: int = 20,
-        dropout_rate: float = 0.2,
-        normalization: Literal["batch", "layer", "none"] = "batch",
+        dropout_rate: float = 0.0,
+        normalization: Literal["batch", "layer", "none"] = "none",
         activation: str = "leaky_relu",
         recon_loss: ReconLoss = "mse",
         alpha: float = 1e-3,
         beta: float = 100.0,
         mmd_on: Literal["y", "z"] = "y",
         kernel_widths: Sequence[float] = PAPER_KERNEL_WIDTHS,
-        mse_output_activation: Literal["relu", "linear"] = "relu",
+        mse_output_activation: Literal["relu", "linear"] = "linear",
     ):
         super().__init__()
         self.n_input = n_input
@@ -208,9 +209,7 @@ class TRVAEModule(BaseModuleClass):
             reconstruction = -px.log_prob(x).sum(-1)
         qz = inference_outputs["qz"]
         kl = kl_divergence(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(-1)
-        representation = (
-            generative_outputs["y"] if self.mmd_on == "y" else inference_outputs["z"]
-        )
+        representation = generative_outputs["y"] if self.mmd_on == "y" else inference_outputs["z"]
         mmd = mmd_between_conditions(
             representation,
             tensors[REGISTRY_KEYS.BATCH_KEY],
@@ -226,8 +225,6 @@ class TRVAEModule(BaseModuleClass):
         )
 
     @auto_move_data
-    def mmd_representation(
-        self, z: torch.Tensor, condition: torch.Tensor
-    ) -> torch.Tensor:
+    def mmd_representation(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Output ``y = g1(z, s)`` of the first decoder layer."""
         return self.mmd_layer(z, condition)

@@ -46,6 +46,7 @@ class ConditionalMLP(nn.Module):
     >>> mlp = ConditionalMLP(10, [8, 4], n_conditions=2)
     >>> mlp(torch.randn(3, 10), torch.tensor([[0], [1], [1]])).shape
     torch.Size([3, 4])
+
     """
 
     def __init__(

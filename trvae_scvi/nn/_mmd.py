@@ -58,6 +58,7 @@ def multiscale_rbf_kernel(
     >>> k = multiscale_rbf_kernel(torch.zeros(2, 3), torch.zeros(1, 3), [1.0, 10.0])
     >>> k.shape
     torch.Size([2, 1])
+
     """
     # The expanded form keeps the gradient finite at zero distance, where cdist's sqrt is not.
     sq_dist = (
@@ -103,6 +104,7 @@ def mmd_between_conditions(
     >>> c = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     >>> float(mmd_between_conditions(y, c, 2)) >= 0
     True
+
     """
     condition = condition.reshape(-1).long()
     onehot = F.one_hot(condition, n_conditions).to(representation.dtype)
