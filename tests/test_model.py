@@ -53,7 +53,7 @@ def test_transfer_moves_control_towards_stimulated(nk_holdout):
     assert np.mean(np.sign(real_change) == np.sign(predicted_change)) > 0.7
 
 
-def test_predict_output(nk_holdout):
+def test_predict_output(nk_holdout, tmp_path):
     _, train, model = nk_holdout
     indices = np.arange(5)
     predicted = model.predict(indices=indices, target_condition="stimulated")
@@ -68,6 +68,7 @@ def test_predict_output(nk_holdout):
     assert info["source_condition"] == "own"
     assert info["model_settings"]["beta"] == model.module.beta
     assert np.isfinite(predicted.X).all()
+    predicted.write_h5ad(tmp_path / "predicted.h5ad")  # what users do next must work
     # Explicit source: the same cells encoded as control.
     as_control = model.predict(
         indices=indices, target_condition="stimulated", source_condition="control"
