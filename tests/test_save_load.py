@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -39,7 +41,9 @@ def test_load_with_other_genes_fails(trained, tmp_path):
     adata, model = trained
     model.save(tmp_path / "model")
     fewer = adata[:, 1:].copy()
-    with pytest.raises(ValueError, match="saved model was trained on 50 genes"):
+    with pytest.raises(
+        ValueError, match="adata has 49 genes but the model was trained on 50 genes"
+    ):
         TRVAE.load(tmp_path / "model", adata=fewer)
     reordered = adata[:, ::-1].copy()
     with pytest.raises(ValueError, match="different order"):
@@ -51,7 +55,7 @@ def test_load_with_unseen_condition_fails(trained, tmp_path):
     model.save(tmp_path / "model")
     other = adata.copy()
     other.obs["condition"] = other.obs["condition"].cat.rename_categories({"c1": "new"})
-    with pytest.raises(ValueError, match=r"conditions \['new'\] that the saved model has not"):
+    with pytest.raises(ValueError, match=r"conditions \['new'\] that the model has not seen"):
         TRVAE.load(tmp_path / "model", adata=other)
 
 
@@ -80,3 +84,43 @@ def test_query_mapping_trains_only_new_condition_columns(trained, tmp_path):
     )
     predicted = query_model.predict(target_condition="c0")
     assert predicted.shape == query.shape and np.isfinite(predicted.X).all()
+
+
+def test_interrupted_save_keeps_previous_model(trained, tmp_path, monkeypatch):
+    from scvi.model.base import BaseModelClass
+
+    adata, model = trained
+    model.save(tmp_path / "model")
+    expected = model.predict(target_condition="c1").X
+
+    def crash(self, dir_path, **kwargs):
+        (Path(dir_path) / "model.pt").write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BaseModelClass, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(tmp_path / "model", overwrite=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging left behind
+    reloaded = TRVAE.load(tmp_path / "model", adata=adata.copy())
+    np.testing.assert_array_equal(reloaded.predict(target_condition="c1").X, expected)
+
+
+def test_load_truncated_file(trained, tmp_path):
+    _, model = trained
+    model.save(tmp_path / "model")
+    path = tmp_path / "model" / "model.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="not a readable scvi-tools model"):
+        TRVAE.load(tmp_path / "model")
+
+
+def test_load_foreign_model(synthetic, tmp_path):
+    import scvi
+
+    adata = synthetic.copy()
+    adata.X = adata.layers["counts"]
+    scvi.model.SCVI.setup_anndata(adata)
+    scvi.model.SCVI(adata, n_hidden=8, n_latent=2).save(tmp_path / "scvi_model")
+    with pytest.raises(ValueError, match="holds a 'SCVI' model, not a TRVAE"):
+        TRVAE.load(tmp_path / "scvi_model", adata=adata)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
@@ -28,53 +29,20 @@ from trvae_scvi.module._module import ReconLoss
 from trvae_scvi.nn import PAPER_KERNEL_WIDTHS
 
 from ._data_splitting import ConditionBalancedDataSplitter
+from ._validation import (
+    check_can_store,
+    check_choice,
+    check_counts,
+    check_finite,
+    check_indices,
+    check_known_conditions,
+    check_same_genes,
+    gene_means,
+    has_negative,
+    validate_setup,
+)
 
 logger = logging.getLogger(__name__)
-
-# Rows scanned at a time when validating a dense matrix, to bound the memory of the checks.
-_VALIDATION_CHUNK = 10_000
-
-
-def _iter_value_chunks(matrix) -> np.ndarray:
-    """Yield the stored values of a dense or sparse matrix in row chunks."""
-    if sp.issparse(matrix):
-        yield np.asarray(matrix.data)
-        return
-    for start in range(0, matrix.shape[0], _VALIDATION_CHUNK):
-        yield np.asarray(matrix[start : start + _VALIDATION_CHUNK])
-
-
-def _check_finite(matrix, where: str) -> None:
-    for values in _iter_value_chunks(matrix):
-        if not np.isfinite(values).all():
-            raise ValueError(
-                f"{where} contains NaN or infinite values. Remove or impute them (e.g. "
-                "`adata = adata[np.isfinite(adata.X.sum(1))]` for whole cells) before setup."
-            )
-
-
-def _check_counts(matrix, where: str, recon_loss: str) -> None:
-    for values in _iter_value_chunks(matrix):
-        if (values < 0).any() or not np.array_equal(values, np.round(values)):
-            raise ValueError(
-                f"recon_loss={recon_loss!r} needs non-negative integer counts, but {where} holds "
-                "negative or non-integer values. Register raw counts (e.g. "
-                "`TRVAE.setup_anndata(adata, condition_key=..., layer='counts')`) or use "
-                "recon_loss='mse' for log-normalised data."
-            )
-
-
-def _gene_means(matrix) -> np.ndarray:
-    if sp.issparse(matrix):
-        return np.asarray(matrix.mean(axis=0), dtype=np.float64).ravel()
-    total = np.zeros(matrix.shape[1])
-    for values in _iter_value_chunks(matrix):
-        total += values.sum(axis=0, dtype=np.float64)
-    return total / matrix.shape[0]
-
-
-def _has_negative(matrix) -> bool:
-    return any((values < 0).any() for values in _iter_value_chunks(matrix))
 
 
 class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
@@ -155,11 +123,11 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         mse_output_activation: Literal["relu", "linear"] = "linear",
     ):
         super().__init__(adata)
-        _check_choice("recon_loss", recon_loss, ("mse", "nb", "zinb"))
-        _check_choice("mmd_on", mmd_on, ("y", "z"))
-        _check_choice("normalization", normalization, ("batch", "layer", "none"))
-        _check_choice("activation", activation, ("leaky_relu", "relu", "elu", "gelu"))
-        _check_choice("mse_output_activation", mse_output_activation, ("relu", "linear"))
+        check_choice("recon_loss", recon_loss, ("mse", "nb", "zinb"))
+        check_choice("mmd_on", mmd_on, ("y", "z"))
+        check_choice("normalization", normalization, ("batch", "layer", "none"))
+        check_choice("activation", activation, ("leaky_relu", "relu", "elu", "gelu"))
+        check_choice("mse_output_activation", mse_output_activation, ("relu", "linear"))
         if len(hidden_sizes) == 0 or any(int(h) < 1 for h in hidden_sizes):
             raise ValueError(
                 f"hidden_sizes={tuple(hidden_sizes)!r} must be a non-empty list of positive "
@@ -176,11 +144,10 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
                 f"kernel_widths={tuple(kernel_widths)!r} must be a non-empty list of positive "
                 "squared bandwidths."
             )
-        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        where = self._registered_matrix_name()
+        matrix, where = self._registered_matrix(self.adata)
         if recon_loss in ("nb", "zinb"):
-            _check_counts(matrix, where, recon_loss)
-        elif mse_output_activation == "relu" and _has_negative(matrix):
+            check_counts(matrix, where, recon_loss)
+        elif mse_output_activation == "relu" and has_negative(matrix):
             raise ValueError(
                 f"{where} has negative values, which mse_output_activation='relu' cannot "
                 "reconstruct. Pass mse_output_activation='linear' for scaled data."
@@ -201,7 +168,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
             kernel_widths=kernel_widths,
             mse_output_activation=mse_output_activation,
         )
-        self.module.init_output_bias(torch.as_tensor(_gene_means(matrix), dtype=torch.float32))
+        self.module.init_output_bias(torch.as_tensor(gene_means(matrix), dtype=torch.float32))
         self._model_summary_string = (
             f"trVAE: hidden_sizes={tuple(hidden_sizes)}, n_latent={n_latent}, "
             f"recon_loss={recon_loss}, alpha={alpha}, beta={beta}, mmd_on={mmd_on}, "
@@ -243,7 +210,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
             raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
         # A transfer from a saved registry (load, query mapping) has checked all this already.
         if "source_registry" not in kwargs:
-            _validate_setup(adata, condition_key, layer)
+            validate_setup(adata, condition_key, layer)
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
@@ -267,9 +234,12 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         """The ``adata.obs`` column registered as the condition."""
         return self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).original_key
 
-    def _registered_matrix_name(self) -> str:
+    def _registered_matrix(self, adata: AnnData) -> tuple:
+        """The registered expression matrix of ``adata`` and its name for messages."""
         layer = self.adata_manager.data_registry[REGISTRY_KEYS.X_KEY].attr_key
-        return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        if layer is None:
+            return adata.X, "adata.X"
+        return adata.layers[layer], f"adata.layers[{layer!r}]"
 
     # ------------------------------------------------------------------ training
     def train(
@@ -313,6 +283,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         >>> model.train(max_epochs=100, batch_size=256)  # doctest: +SKIP
 
         """
+        self._check_data(self.adata)
         if max_epochs is None:
             max_epochs = max(1, min(60, round(60 * 20_000 / self.adata.n_obs)))
         if int(max_epochs) < 1:
@@ -337,33 +308,6 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         )
 
     # ------------------------------------------------------------------ outputs
-    def _checked_indices(self, adata: AnnData, indices: Sequence[int] | None) -> np.ndarray:
-        if indices is None:
-            indices = np.arange(adata.n_obs)
-        indices = np.asarray(indices)
-        if indices.dtype == bool:
-            if indices.shape[0] != adata.n_obs:
-                raise ValueError(
-                    f"indices is a boolean mask of length {indices.shape[0]}, but adata has "
-                    f"{adata.n_obs} cells."
-                )
-            indices = np.flatnonzero(indices)
-        if indices.size == 0:
-            raise ValueError(
-                "The selection is empty (indices selects no cells, or adata has 0 cells). "
-                "Select at least one cell."
-            )
-        if not np.issubdtype(indices.dtype, np.integer):
-            raise ValueError(
-                f"indices must be integer positions or a boolean mask, got {indices.dtype}."
-            )
-        if indices.min() < 0 or indices.max() >= adata.n_obs:
-            raise ValueError(
-                f"indices must lie in [0, {adata.n_obs}); got min {indices.min()} and max "
-                f"{indices.max()}."
-            )
-        return indices
-
     def _condition_code(self, condition: str, argument: str) -> int:
         categories = list(self.conditions)
         if condition not in categories:
@@ -373,10 +317,27 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
             )
         return categories.index(condition)
 
-    def _prepare(self, adata: AnnData | None, indices: Sequence[int] | None):
+    def _check_data(self, adata: AnnData, rows: np.ndarray | None = None) -> None:
+        """Finite values (and counts, for count models) in the registered matrix's ``rows``."""
+        matrix, where = self._registered_matrix(adata)
+        check_finite(matrix, where, rows)
+        if self.module.is_count_model:
+            check_counts(matrix, where, self.module.recon_loss, rows)
+
+    def _prepare(
+        self, adata: AnnData | None, indices: Sequence[int] | None
+    ) -> tuple[AnnData, np.ndarray]:
+        """Validate an output method's AnnData and selection."""
         self._check_if_trained(warn=False)
+        if adata is not None and adata is not self.adata:
+            if not isinstance(adata, AnnData):
+                raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+            check_same_genes(self.adata.var_names, adata)
+            check_known_conditions(adata, self.condition_key, self.conditions)
         adata = self._validate_anndata(adata)
-        return adata, self._checked_indices(adata, indices)
+        indices = check_indices(adata, indices)
+        self._check_data(adata, indices)
+        return adata, indices
 
     @torch.inference_mode()
     def _decode(
@@ -456,7 +417,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
 
         """
         adata, indices = self._prepare(adata, indices)
-        _check_can_store(adata, "obsm", key_added, add_to_adata, overwrite, indices)
+        check_can_store(adata, "obsm", key_added, add_to_adata, overwrite, indices)
         latent = super().get_latent_representation(
             adata=adata, indices=indices, give_mean=give_mean, batch_size=batch_size, **kwargs
         )
@@ -504,7 +465,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
 
         """
         adata, indices = self._prepare(adata, indices)
-        _check_can_store(adata, "obsm", key_added, add_to_adata, overwrite, indices)
+        check_can_store(adata, "obsm", key_added, add_to_adata, overwrite, indices)
         self.module.eval()
         outputs = []
         for tensors in self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size):
@@ -636,13 +597,69 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         adata, indices = self._prepare(adata, indices)
         target_code = self._condition_code(target_condition, "target_condition")
         layer_key = layer_key or f"trVAE_corrected_{target_condition}"
-        _check_can_store(adata, "layers", layer_key, add_to_adata, overwrite, indices)
+        check_can_store(adata, "layers", layer_key, add_to_adata, overwrite, indices)
         corrected, _ = self._decode(adata, indices, target_code, None, batch_size)
         if add_to_adata:
             _store(adata, "layers", layer_key, corrected)
         return corrected
 
     # ------------------------------------------------------------------ save / load
+    def save(
+        self,
+        dir_path: str,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **kwargs,
+    ) -> None:
+        """Save the model (and optionally its AnnData) to a folder.
+
+        The model is written to a new folder beside ``dir_path`` and moved into place only when
+        complete, so an interrupted save never leaves a half-written model, and a model that was
+        at ``dir_path`` stays loadable until the new one is there.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to save to.
+        prefix
+            Prefix of the file names.
+        overwrite
+            Replace an existing ``dir_path``; without it an existing folder is an error.
+        save_anndata
+            Also save the AnnData, so that :meth:`load` needs none.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
+
+        Examples
+        --------
+        >>> model.save("trvae_model", save_anndata=True)  # doctest: +SKIP
+
+        """
+        dir_path = os.path.abspath(os.fspath(dir_path))
+        if os.path.exists(dir_path) and not overwrite:
+            raise ValueError(
+                f"dir_path={dir_path!r} exists already. Pass overwrite=True to replace it, or "
+                "choose another folder."
+            )
+        parent = os.path.dirname(dir_path)
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".trvae-save-", dir=parent)
+        try:
+            super().save(
+                staging, prefix=prefix, overwrite=True, save_anndata=save_anndata, **kwargs
+            )
+            if os.path.exists(dir_path):
+                previous = staging + "-previous"
+                os.replace(dir_path, previous)
+                os.replace(staging, dir_path)
+                shutil.rmtree(previous)
+            else:
+                os.replace(staging, dir_path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
     @classmethod
     def load(
         cls,
@@ -670,119 +687,43 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         >>> model = trvae_scvi.TRVAE.load("trvae_model", adata)  # doctest: +SKIP
 
         """
-        model_file = os.path.join(dir_path, f"{prefix or ''}model.pt")
-        if not os.path.isfile(model_file):
-            raise FileNotFoundError(
-                f"dir_path={dir_path!r} holds no {os.path.basename(model_file)}; pass the folder "
-                "given to `model.save`."
-            )
+        registry, var_names = _read_saved_model(dir_path, prefix)
         if adata is not None:
-            saved = torch.load(model_file, map_location="cpu", weights_only=False)
-            _check_same_genes(np.asarray(saved["var_names"]).astype(str), adata)
-            attr_dict = saved["attr_dict"]
-            registry = attr_dict["registry_"]
-            condition_key = registry["setup_args"]["condition_key"]
-            known = registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"][
-                "categorical_mapping"
-            ]
-            _check_known_conditions(adata, condition_key, np.asarray(known))
+            check_same_genes(var_names, adata)
+            condition_field = registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]
+            check_known_conditions(
+                adata,
+                registry["setup_args"]["condition_key"],
+                np.asarray(condition_field["state_registry"]["categorical_mapping"]),
+            )
         return super().load(
             dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
         )
 
 
-# ---------------------------------------------------------------------- helpers
-def _check_choice(argument: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{argument}={value!r} is not supported; choose one of {list(choices)}.")
-
-
-def _validate_setup(adata: AnnData, condition_key: str | None, layer: str | None) -> None:
-    if condition_key is None:
-        raise ValueError(
-            "condition_key is required: pass the adata.obs column with each cell's condition, "
-            "e.g. TRVAE.setup_anndata(adata, condition_key='condition')."
+def _read_saved_model(dir_path: str, prefix: str | None) -> tuple[dict, np.ndarray]:
+    """Registry and genes of a saved TRVAE; clear errors for missing, broken or foreign files."""
+    model_file = os.path.join(os.fspath(dir_path), f"{prefix or ''}model.pt")
+    if not os.path.isfile(model_file):
+        raise FileNotFoundError(
+            f"dir_path={os.fspath(dir_path)!r} holds no {os.path.basename(model_file)}; pass the "
+            "folder given to `model.save`."
         )
-    if condition_key not in adata.obs.columns:
+    try:
+        saved = torch.load(model_file, map_location="cpu", weights_only=False)
+        registry = saved["attr_dict"]["registry_"]
+        var_names = np.asarray(saved["var_names"]).astype(str)
+    except Exception as error:
         raise ValueError(
-            f"condition_key={condition_key!r} is not a column of adata.obs. Available columns: "
-            f"{list(adata.obs.columns)}."
-        )
-    if layer is not None and layer not in adata.layers:
+            f"{model_file} is not a readable scvi-tools model (truncated or another format: "
+            f"{type(error).__name__}: {error}). Save the model again with `model.save`."
+        ) from error
+    if registry.get("model_name") != "TRVAE":
         raise ValueError(
-            f"layer={layer!r} is not in adata.layers (available: {list(adata.layers.keys())}). "
-            "Pass one of them, or layer=None for adata.X."
+            f"{model_file} holds a {registry.get('model_name')!r} model, not a TRVAE; load it "
+            "with its own class."
         )
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(f"adata has shape {adata.shape}; it needs cells and genes.")
-    conditions = adata.obs[condition_key]
-    if conditions.isna().any():
-        raise ValueError(
-            f"adata.obs[{condition_key!r}] has {int(conditions.isna().sum())} missing values. "
-            "Give every cell a condition or drop those cells."
-        )
-    n_conditions = conditions.nunique()
-    if n_conditions < 2:
-        raise ValueError(
-            f"adata.obs[{condition_key!r}] has {n_conditions} condition(s) "
-            f"({list(conditions.unique())}); trVAE needs at least two to learn a transfer."
-        )
-    matrix = adata.X if layer is None else adata.layers[layer]
-    if matrix is None:
-        raise ValueError("adata.X is None; pass the layer that holds the expression.")
-    _check_finite(matrix, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
-
-
-def _check_same_genes(saved_var_names: np.ndarray, adata: AnnData) -> None:
-    var_names = np.asarray(adata.var_names).astype(str)
-    if np.array_equal(saved_var_names, var_names):
-        return
-    missing = np.setdiff1d(saved_var_names, var_names)
-    extra = np.setdiff1d(var_names, saved_var_names)
-    raise ValueError(
-        f"adata has {len(var_names)} genes but the saved model was trained on "
-        f"{len(saved_var_names)} genes (missing: {list(missing[:5])}, extra: "
-        f"{list(extra[:5])}, or a different order). Subset and order the genes as the model's: "
-        "`adata = adata[:, saved_var_names].copy()`."
-    )
-
-
-def _check_known_conditions(adata: AnnData, condition_key: str, known: np.ndarray) -> None:
-    if condition_key not in adata.obs.columns:
-        raise ValueError(
-            f"adata.obs has no column {condition_key!r}, the condition_key the model was set up "
-            "with. Add it (values among "
-            f"{list(known)})."
-        )
-    unseen = sorted(set(adata.obs[condition_key].astype(str)) - set(known.astype(str)))
-    if unseen:
-        raise ValueError(
-            f"adata.obs[{condition_key!r}] has conditions {unseen} that the saved model has not "
-            f"seen (known: {list(known)}). Drop those cells, or map them as new conditions with "
-            "TRVAE.load_query_data."
-        )
-
-
-def _check_can_store(
-    adata: AnnData,
-    attr: str,
-    key: str,
-    add_to_adata: bool,
-    overwrite: bool,
-    indices: np.ndarray,
-) -> None:
-    if not add_to_adata:
-        return
-    if len(indices) != adata.n_obs:
-        raise ValueError(
-            f"add_to_adata=True needs every cell of adata, but indices selects {len(indices)} of "
-            f"{adata.n_obs}. Drop indices, or use the returned array."
-        )
-    if key in getattr(adata, attr) and not overwrite:
-        raise ValueError(
-            f"adata.{attr}[{key!r}] exists already. Pass overwrite=True to replace it, or "
-            "another key."
-        )
+    return registry, var_names
 
 
 def _store(adata: AnnData, attr: str, key: str, value: np.ndarray) -> None:

@@ -150,7 +150,9 @@ class TRVAEModule(BaseModuleClass):
         library = torch.log(x.sum(-1, keepdim=True).clamp_min(1.0))
         x_in = torch.log1p(x) if self.is_count_model else x
         hidden = self.encoder(x_in, condition)
-        qz = Normal(self.z_mean(hidden), torch.exp(0.5 * self.z_log_var(hidden)) + 1e-4)
+        # The clamp keeps exp() finite on extreme inputs; it is never reached in normal training.
+        log_var = self.z_log_var(hidden).clamp(-30.0, 30.0)
+        qz = Normal(self.z_mean(hidden), torch.exp(0.5 * log_var) + 1e-4)
         z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
         return {"qz": qz, "z": z, "library": library}
 
@@ -217,6 +219,14 @@ class TRVAEModule(BaseModuleClass):
             self.kernel_widths,
         )
         loss = torch.mean(reconstruction + self.alpha * kl_weight * kl) + self.beta * mmd
+        if not torch.isfinite(loss):
+            # Stop before the optimizer writes NaN into the weights.
+            raise FloatingPointError(
+                "The trVAE loss is not finite (reconstruction "
+                f"{reconstruction.mean().item():.4g}, KL {kl.mean().item():.4g}, MMD "
+                f"{mmd.item():.4g}). Check the input scale (log-normalise raw values for "
+                "recon_loss='mse'), or lower the learning rate (plan_kwargs={'lr': ...}) or beta."
+            )
         return LossOutput(
             loss=loss,
             reconstruction_loss=reconstruction,

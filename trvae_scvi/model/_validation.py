@@ -1,0 +1,197 @@
+"""Checks of user input that fail early, naming the argument, the bad value and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+# Rows read at a time, so that checks never densify (or load, when backed) the whole matrix.
+_CHUNK_ROWS = 10_000
+
+
+def row_chunks(matrix, rows: np.ndarray | None = None) -> Iterator:
+    """Yield row blocks (dense or sparse) of an in-memory or backed matrix."""
+    rows = np.arange(matrix.shape[0]) if rows is None else np.sort(np.asarray(rows))
+    for start in range(0, len(rows), _CHUNK_ROWS):
+        block = rows[start : start + _CHUNK_ROWS]
+        contiguous = block[-1] - block[0] + 1 == len(block)
+        yield matrix[block[0] : block[-1] + 1] if contiguous else matrix[block]
+
+
+def _stored_values(block) -> np.ndarray:
+    return np.asarray(block.data if sp.issparse(block) else block)
+
+
+def check_finite(matrix, where: str, rows: np.ndarray | None = None) -> None:
+    """Raise if the matrix (or its ``rows``) holds NaN or inf."""
+    for block in row_chunks(matrix, rows):
+        if not np.isfinite(_stored_values(block)).all():
+            raise ValueError(
+                f"{where} contains NaN or infinite values. Remove or impute them first (e.g. "
+                "keep finite cells with `adata = adata[np.isfinite(adata.X.sum(1)).ravel()]`)."
+            )
+
+
+def check_counts(matrix, where: str, recon_loss: str, rows: np.ndarray | None = None) -> None:
+    """Raise unless the matrix holds non-negative integers."""
+    for block in row_chunks(matrix, rows):
+        values = _stored_values(block)
+        if (values < 0).any() or not np.array_equal(values, np.round(values)):
+            raise ValueError(
+                f"recon_loss={recon_loss!r} needs non-negative integer counts, but {where} holds "
+                "negative or non-integer values. Register raw counts (e.g. "
+                "`TRVAE.setup_anndata(adata, condition_key=..., layer='counts')`) or use "
+                "recon_loss='mse' for log-normalised data."
+            )
+
+
+def has_negative(matrix) -> bool:
+    """Whether any stored value is negative."""
+    return any((_stored_values(block) < 0).any() for block in row_chunks(matrix))
+
+
+def gene_means(matrix) -> np.ndarray:
+    """Per-gene mean, read in row blocks."""
+    total = np.zeros(matrix.shape[1])
+    for block in row_chunks(matrix):
+        total += np.asarray(block.sum(axis=0, dtype=np.float64)).ravel()
+    return total / matrix.shape[0]
+
+
+def check_choice(argument: str, value, choices: Sequence) -> None:
+    """Raise unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{argument}={value!r} is not supported; choose one of {list(choices)}.")
+
+
+def validate_setup(adata: AnnData, condition_key: str | None, layer: str | None) -> None:
+    """Checks of :meth:`TRVAE.setup_anndata`."""
+    if condition_key is None:
+        raise ValueError(
+            "condition_key is required: pass the adata.obs column with each cell's condition, "
+            "e.g. TRVAE.setup_anndata(adata, condition_key='condition')."
+        )
+    if condition_key not in adata.obs.columns:
+        raise ValueError(
+            f"condition_key={condition_key!r} is not a column of adata.obs. Available columns: "
+            f"{list(adata.obs.columns)}."
+        )
+    if layer is not None and layer not in adata.layers:
+        raise ValueError(
+            f"layer={layer!r} is not in adata.layers (available: {list(adata.layers.keys())}). "
+            "Pass one of them, or layer=None for adata.X."
+        )
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"adata has shape {adata.shape}; it needs cells and genes.")
+    conditions = adata.obs[condition_key]
+    if conditions.isna().any():
+        raise ValueError(
+            f"adata.obs[{condition_key!r}] has {int(conditions.isna().sum())} missing values. "
+            "Give every cell a condition or drop those cells."
+        )
+    n_conditions = conditions.nunique()
+    if n_conditions < 2:
+        raise ValueError(
+            f"adata.obs[{condition_key!r}] has {n_conditions} condition(s) "
+            f"({list(conditions.unique())}); trVAE needs at least two to learn a transfer."
+        )
+    if hasattr(conditions, "cat"):
+        empty = [c for c, n in conditions.value_counts(sort=False).items() if n == 0]
+        if empty:
+            raise ValueError(
+                f"adata.obs[{condition_key!r}] has categories without cells: {empty}. The model "
+                "cannot learn a condition it never sees; drop them with "
+                f"`adata.obs[{condition_key!r}] = "
+                f"adata.obs[{condition_key!r}].cat.remove_unused_categories()`."
+            )
+    matrix = adata.X if layer is None else adata.layers[layer]
+    if matrix is None:
+        raise ValueError("adata.X is None; pass the layer that holds the expression.")
+    check_finite(matrix, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
+
+
+def check_same_genes(saved_var_names: np.ndarray, adata: AnnData) -> None:
+    """Raise unless ``adata`` has the model's genes in the model's order."""
+    var_names = np.asarray(adata.var_names).astype(str)
+    saved_var_names = np.asarray(saved_var_names).astype(str)
+    if np.array_equal(saved_var_names, var_names):
+        return
+    missing = [str(g) for g in np.setdiff1d(saved_var_names, var_names)[:5]]
+    extra = [str(g) for g in np.setdiff1d(var_names, saved_var_names)[:5]]
+    raise ValueError(
+        f"adata has {len(var_names)} genes but the model was trained on "
+        f"{len(saved_var_names)} genes (missing: {missing}, extra: {extra}, or a different "
+        "order). Subset and order the genes as the model's: "
+        "`adata = adata[:, model.adata.var_names].copy()`."
+    )
+
+
+def check_known_conditions(adata: AnnData, condition_key: str, known: np.ndarray) -> None:
+    """Raise if ``adata`` lacks the condition column or has conditions the model never saw."""
+    if condition_key not in adata.obs.columns:
+        raise ValueError(
+            f"adata.obs has no column {condition_key!r}, the condition_key the model was set up "
+            f"with. Add it (values among {list(known)})."
+        )
+    unseen = sorted(set(adata.obs[condition_key].astype(str)) - set(np.asarray(known).astype(str)))
+    if unseen:
+        raise ValueError(
+            f"adata.obs[{condition_key!r}] has conditions {unseen} that the model has not "
+            f"seen (known: {list(known)}). Drop those cells, or map them as new conditions with "
+            "TRVAE.load_query_data."
+        )
+
+
+def check_indices(adata: AnnData, indices: Sequence[int] | None) -> np.ndarray:
+    """Integer positions of the selected cells; raise on an empty or out-of-range selection."""
+    if indices is None:
+        indices = np.arange(adata.n_obs)
+    indices = np.asarray(indices)
+    if indices.dtype == bool:
+        if indices.shape[0] != adata.n_obs:
+            raise ValueError(
+                f"indices is a boolean mask of length {indices.shape[0]}, but adata has "
+                f"{adata.n_obs} cells."
+            )
+        indices = np.flatnonzero(indices)
+    if indices.size == 0:
+        raise ValueError(
+            "The selection is empty (indices selects no cells, or adata has 0 cells). "
+            "Select at least one cell."
+        )
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(
+            f"indices must be integer positions or a boolean mask, got dtype {indices.dtype}."
+        )
+    if indices.min() < 0 or indices.max() >= adata.n_obs:
+        raise ValueError(
+            f"indices must lie in [0, {adata.n_obs}); got min {indices.min()} and max "
+            f"{indices.max()}."
+        )
+    return indices
+
+
+def check_can_store(
+    adata: AnnData,
+    attr: str,
+    key: str,
+    add_to_adata: bool,
+    overwrite: bool,
+    indices: np.ndarray,
+) -> None:
+    """Raise if a result cannot be written to ``adata.<attr>[key]``."""
+    if not add_to_adata:
+        return
+    if len(indices) != adata.n_obs:
+        raise ValueError(
+            f"add_to_adata=True needs every cell of adata, but indices selects {len(indices)} of "
+            f"{adata.n_obs}. Drop indices, or use the returned array."
+        )
+    if key in getattr(adata, attr) and not overwrite:
+        raise ValueError(
+            f"adata.{attr}[{key!r}] exists already. Pass overwrite=True to replace it, or "
+            "another key."
+        )
