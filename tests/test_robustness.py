@@ -93,6 +93,18 @@ def test_no_nan_on_extreme_data(seed):
     assert np.isfinite(model.predict(target_condition="c2").X).all()
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_nan_on_kang_with_large_beta_and_small_batches(kang, seed):
+    scvi.settings.seed = seed
+    cells = np.random.default_rng(seed).choice(kang.n_obs, 300, replace=False)
+    kang = kang[np.sort(cells)].copy()
+    TRVAE.setup_anndata(kang, condition_key="condition")
+    model = TRVAE(kang, beta=1e4, **SMALL)
+    model.train(max_epochs=1, batch_size=4, enable_progress_bar=False)
+    assert np.isfinite(model.history["train_loss"]["train_loss"].to_numpy(dtype=float)).all()
+    assert all(torch.isfinite(p).all() for p in model.module.parameters())
+
+
 def test_non_finite_loss_stops_training(model):
     tensors = {
         REGISTRY_KEYS.X_KEY: torch.ones(4, 50),

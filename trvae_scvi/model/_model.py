@@ -199,6 +199,12 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
 
+        Notes
+        -----
+        Like every scvi-tools model, registration adds ``adata.obs["_scvi_batch"]`` (the
+        condition codes) and ``adata.uns["_scvi_uuid"]``/``["_scvi_manager_uuid"]``; nothing
+        else in ``adata`` is changed.
+
         Examples
         --------
         >>> import trvae_scvi
