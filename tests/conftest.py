@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import scvi
 from anndata import AnnData
-from helpers import make_counts
+from helpers import make_counts, train_small
 
 import trvae_scvi
 
@@ -26,3 +26,9 @@ def kang(kang_file) -> AnnData:
 @pytest.fixture
 def synthetic() -> AnnData:
     return make_counts()
+
+
+@pytest.fixture
+def model(synthetic):
+    """A small TRVAE trained for one epoch on ``synthetic`` (registered on it)."""
+    return train_small(synthetic, max_epochs=1)[0]

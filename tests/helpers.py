@@ -36,3 +36,17 @@ def make_counts(
     lognorm = np.log1p(counts / counts.sum(1, keepdims=True).clip(1) * 1e4).astype(np.float32)
     adata.X = sp.csr_matrix(lognorm) if sparse else lognorm
     return adata
+
+
+def train_small(adata: AnnData, seed: int = 0, max_epochs: int = 3, **settings):
+    """Set up and train a small TRVAE on ``adata``; return it, its loss curve and a prediction."""
+    import scvi
+
+    from trvae_scvi import TRVAE
+
+    scvi.settings.seed = seed
+    TRVAE.setup_anndata(adata, condition_key="condition")
+    model = TRVAE(adata, **{**SMALL, **settings})
+    model.train(max_epochs=max_epochs, enable_progress_bar=False)
+    loss = model.history["train_loss"]["train_loss"].to_numpy(dtype=float)
+    return model, loss, model.predict(target_condition="c1").X

@@ -63,14 +63,6 @@ def test_bad_model_arguments(synthetic, argument, value, message):
         TRVAE(synthetic, **{**SMALL, argument: value})
 
 
-@pytest.fixture
-def model(synthetic):
-    TRVAE.setup_anndata(synthetic, condition_key="condition")
-    model = TRVAE(synthetic, **SMALL)
-    model.train(max_epochs=1, enable_progress_bar=False)
-    return model
-
-
 def test_unseen_target_condition(model):
     with pytest.raises(
         ValueError, match=r"target_condition='IFN' is not a condition.*\['c0', 'c1'\]"

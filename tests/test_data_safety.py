@@ -2,8 +2,7 @@ import hashlib
 
 import numpy as np
 import scipy.sparse as sp
-import scvi
-from helpers import SMALL
+from helpers import SMALL, train_small
 
 from trvae_scvi import TRVAE
 
@@ -44,18 +43,6 @@ def test_user_data_unchanged_apart_from_documented_keys(synthetic):
 
 
 def test_same_seed_same_numbers(synthetic):
-    results = []
-    for _ in range(2):
-        scvi.settings.seed = 3
-        adata = synthetic.copy()
-        TRVAE.setup_anndata(adata, condition_key="condition")
-        model = TRVAE(adata, **SMALL)
-        model.train(max_epochs=3, enable_progress_bar=False)
-        results.append(
-            (
-                model.history["train_loss"]["train_loss"].to_numpy(dtype=float),
-                model.predict(target_condition="c1").X,
-            )
-        )
+    results = [train_small(synthetic.copy(), seed=3)[1:] for _ in range(2)]
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])

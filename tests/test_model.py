@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import SMALL, make_counts
+from helpers import SMALL, make_counts, train_small
 
 from trvae_scvi import TRVAE
 from trvae_scvi.metrics import r2_of_means, top_degs
@@ -130,20 +130,7 @@ def test_sparse_and_dense_agree():
     sparse_data = make_counts(sparse=True)
     dense_data = make_counts(sparse=False)
     assert sp.issparse(sparse_data.X) and not sp.issparse(dense_data.X)
-    results = []
-    for adata in (sparse_data, dense_data):
-        import scvi
-
-        scvi.settings.seed = 0
-        TRVAE.setup_anndata(adata, condition_key="condition")
-        model = TRVAE(adata, **SMALL)
-        model.train(max_epochs=3, enable_progress_bar=False)
-        results.append(
-            (
-                model.history["train_loss"]["train_loss"].to_numpy(dtype=float),
-                model.predict(target_condition="c1").X,
-            )
-        )
+    results = [train_small(adata)[1:] for adata in (sparse_data, dense_data)]
     # Equal up to float summation order (the gene means that start the decoder).
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-3)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-3, atol=1e-3)

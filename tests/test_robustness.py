@@ -9,14 +9,6 @@ from scvi import REGISTRY_KEYS
 from trvae_scvi import TRVAE
 
 
-@pytest.fixture
-def model(synthetic):
-    TRVAE.setup_anndata(synthetic, condition_key="condition")
-    model = TRVAE(synthetic, **SMALL)
-    model.train(max_epochs=1, enable_progress_bar=False)
-    return model
-
-
 def test_condition_category_without_cells(synthetic):
     synthetic.obs["condition"] = synthetic.obs["condition"].cat.add_categories(["unused"])
     with pytest.raises(ValueError, match=r"categories without cells: \['unused'\]"):
