@@ -171,3 +171,51 @@ def test_condition_balanced_batches(synthetic):
     plain.setup()
     plain_shares = [float((t["batch"] == 1).float().mean()) for t in plain.train_dataloader()]
     assert np.mean(plain_shares) < 0.2
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("transfer", {}),
+        ("latent_shift", {}),
+        ("neuron_edit", {"neuron_edit_layer": "y"}),
+        ("neuron_edit", {"neuron_edit_layer": "z", "n_percentiles": 20}),
+    ],
+)
+def test_prediction_methods(nk_holdout, method, options):
+    adata, train, model = nk_holdout
+    nk = adata[adata.obs.cell_type == "NK"]
+    degs = nk.var_names.isin(top_degs(nk, "condition", "stimulated", "control", n_genes=100))
+    is_nk = (train.obs.cell_type == "NK").to_numpy()
+    control = np.flatnonzero(is_nk & (train.obs.condition == "control").to_numpy())
+    predicted = model.predict(
+        indices=control,
+        target_condition="stimulated",
+        method=method,
+        reference_indices=np.flatnonzero(~is_nk),
+        **options,
+    )
+    assert predicted.shape == (len(control), adata.n_vars)
+    assert np.isfinite(predicted.X).all()
+    assert predicted.uns["trVAE_predict"]["method"] == method
+    assert (predicted.obs["condition_source"] == "control").all()
+    real = nk[nk.obs.condition == "stimulated"].X
+    # Every method moves the control cells towards the stimulated ones on the DEGs.
+    unchanged = r2_of_means(train[control].X[:, degs], real[:, degs])
+    assert r2_of_means(predicted.X[:, degs], real[:, degs]) > unchanged
+
+
+def test_reference_methods_need_one_source_and_both_conditions(nk_holdout):
+    _, train, model = nk_holdout
+    with pytest.raises(ValueError, match="needs one source condition"):
+        model.predict(indices=np.arange(100), target_condition="stimulated", method="latent_shift")
+    control = np.flatnonzero((train.obs.condition == "control").to_numpy())
+    with pytest.raises(ValueError, match="holds 0 cells of the target condition"):
+        model.predict(
+            indices=control[:5],
+            target_condition="stimulated",
+            method="neuron_edit",
+            reference_indices=control[5:],
+        )
+    with pytest.raises(ValueError, match="method='scgen' is not supported"):
+        model.predict(indices=control[:5], target_condition="stimulated", method="scgen")

@@ -26,7 +26,7 @@ from scvi.model.base import (
 
 from trvae_scvi.module import TRVAEModule
 from trvae_scvi.module._module import ReconLoss
-from trvae_scvi.nn import PAPER_KERNEL_WIDTHS
+from trvae_scvi.nn import PAPER_KERNEL_WIDTHS, neuron_edit
 
 from ._data_splitting import ConditionBalancedDataSplitter
 from ._validation import (
@@ -346,33 +346,58 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         return adata, indices
 
     @torch.inference_mode()
-    def _decode(
+    def _encode(
         self,
         adata: AnnData,
         indices: np.ndarray,
-        target_code: int,
         source_code: int | None,
         batch_size: int | None,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Encode cells (own condition or ``source_code``) and decode them with ``target_code``.
+    ) -> dict[str, torch.Tensor]:
+        """Posterior mean z, MMD-layer output y, log library and the condition used to encode.
 
-        Returns the prediction in the registered data's space and, for count models, the
-        normalised expression (``px.scale``).
+        Cells are encoded with their own condition, or all with ``source_code``.
         """
         self.module.eval()
-        predictions, scales = [], []
+        parts = {"z": [], "y": [], "library": [], "condition": []}
         for tensors in self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size):
             condition = tensors[REGISTRY_KEYS.BATCH_KEY]
             if source_code is not None:
                 condition = torch.full_like(condition, source_code)
             inference = self.module.inference(tensors[REGISTRY_KEYS.X_KEY], condition)
-            generative = self.module.generative(
-                z=inference["qz"].loc,
-                library=inference["library"],
-                condition=condition,
-                transform_batch=target_code,
-            )
-            px = generative["px"]
+            z = inference["qz"].loc
+            parts["z"].append(z.cpu())
+            parts["y"].append(self.module.mmd_representation(z, condition).cpu())
+            parts["library"].append(inference["library"].cpu())
+            parts["condition"].append(condition.cpu())
+        return {key: torch.cat(value) for key, value in parts.items()}
+
+    @torch.inference_mode()
+    def _decode(
+        self,
+        library: torch.Tensor,
+        condition: torch.Tensor | int,
+        z: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Decode z with ``condition`` (codes, or one code for all), or decode y directly.
+
+        Returns the expected expression in the registered data's space and, for count models,
+        the normalised expression (``px.scale``).
+        """
+        self.module.eval()
+        n_cells = library.shape[0]
+        if not torch.is_tensor(condition):
+            condition = torch.full((n_cells, 1), int(condition), dtype=torch.long)
+        batch_size = batch_size or 1024
+        predictions, scales = [], []
+        for start in range(0, n_cells, batch_size):
+            rows = slice(start, start + batch_size)
+            if y is None:
+                y_rows = self.module.mmd_representation(z[rows], condition[rows])
+            else:
+                y_rows = y[rows]
+            px = self.module.decode_mmd_representation(y_rows, library[rows], condition[rows])
             predictions.append(px.mean.cpu().numpy())
             if self.module.is_count_model:
                 scales.append(px.scale.cpu().numpy())
@@ -431,7 +456,6 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
             _store(adata, "obsm", key_added, latent)
         return latent
 
-    @torch.inference_mode()
     def get_mmd_representation(
         self,
         adata: AnnData | None = None,
@@ -472,13 +496,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         """
         adata, indices = self._prepare(adata, indices)
         check_can_store(adata, "obsm", key_added, add_to_adata, overwrite, indices)
-        self.module.eval()
-        outputs = []
-        for tensors in self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size):
-            condition = tensors[REGISTRY_KEYS.BATCH_KEY]
-            qz = self.module.inference(tensors[REGISTRY_KEYS.X_KEY], condition)["qz"]
-            outputs.append(self.module.mmd_representation(qz.loc, condition).cpu().numpy())
-        representation = np.concatenate(outputs)
+        representation = self._encode(adata, indices, None, batch_size)["y"].numpy()
         if add_to_adata:
             _store(adata, "obsm", key_added, representation)
         return representation
@@ -489,12 +507,28 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         indices: Sequence[int] | None = None,
         target_condition: str | None = None,
         source_condition: str | None = None,
+        method: Literal["transfer", "latent_shift", "neuron_edit"] = "transfer",
+        reference_indices: Sequence[int] | None = None,
+        neuron_edit_layer: Literal["y", "z"] = "y",
+        n_percentiles: int = 100,
         batch_size: int | None = None,
     ) -> AnnData:
-        """Predict how cells would look in ``target_condition`` (trVAE transfer).
+        """Predict how cells would look in ``target_condition``.
 
-        Each cell is encoded with its own condition (or ``source_condition`` for all) and
-        decoded with ``target_condition``. The returned AnnData is new; ``adata`` is unchanged.
+        ``method`` chooses how, always with this model's encoder and decoder, so that only the
+        method differs:
+
+        - ``"transfer"`` (trVAE): encode each cell with its own condition (or
+          ``source_condition``), decode with ``target_condition``.
+        - ``"latent_shift"`` (scGen-style vector arithmetic): add the difference between the
+          mean z of the target and of the source cells of the reference to each cell's z, and
+          decode with the source condition.
+        - ``"neuron_edit"`` (Amodio et al.): map each neuron of the MMD layer (``"y"``) or of z
+          with the percentile map from the reference's source cells to its target cells
+          (:func:`trvae_scvi.nn.neuron_edit`), then decode (z: with the source condition).
+
+        The two reference-based methods need one source condition (``source_condition``, or
+        the one condition of all selected cells) and reference cells of both conditions.
 
         Parameters
         ----------
@@ -503,9 +537,19 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         indices
             Cells to transform, e.g. the control cells of a held-out cell type.
         target_condition
-            Condition to decode with.
+            Condition to predict.
         source_condition
             Condition to encode with, for every cell; ``None`` uses each cell's own.
+        method
+            ``"transfer"``, ``"latent_shift"`` or ``"neuron_edit"``.
+        reference_indices
+            For the reference-based methods: the cells whose source and target conditions
+            define the shift or the map (e.g. the other cell types). ``None``: every cell of
+            ``adata`` not in ``indices``.
+        neuron_edit_layer
+            Layer edited by ``"neuron_edit"``: ``"y"`` (MMD layer) or ``"z"``.
+        n_percentiles
+            Percentiles of the NeuronEdit map.
         batch_size
             Cells per mini-batch.
 
@@ -516,34 +560,76 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         (log-normalised values for ``"mse"``; for ``"nb"``/``"zinb"`` the expected counts at
         each cell's observed library size, including the zero-inflation of ``"zinb"``, plus
         ``layers["log_normalized"] = log1p(1e4 * px.scale)``); ``uns["trVAE_predict"]`` the
-        source, target and model settings. ``obs["<condition_key>_source"]`` records the
-        condition each cell was encoded with.
+        method, source, target and model settings. ``obs["<condition_key>_source"]`` records
+        the condition each cell was encoded with.
 
         Examples
         --------
         >>> is_nk = adata.obs.cell_type == "NK"  # doctest: +SKIP
         >>> ctrl_nk = np.flatnonzero(is_nk & (adata.obs.condition == "control"))  # doctest: +SKIP
         >>> pred = model.predict(indices=ctrl_nk, target_condition="stimulated")  # doctest: +SKIP
+        >>> others = np.flatnonzero(~is_nk)  # doctest: +SKIP
+        >>> edited = model.predict(
+        ...     indices=ctrl_nk,
+        ...     target_condition="stimulated",
+        ...     method="neuron_edit",
+        ...     reference_indices=others,
+        ... )  # doctest: +SKIP
 
         """
         if target_condition is None:
             raise ValueError(f"target_condition is required; pass one of {list(self.conditions)}.")
+        check_choice("method", method, ("transfer", "latent_shift", "neuron_edit"))
+        check_choice("neuron_edit_layer", neuron_edit_layer, ("y", "z"))
         adata, indices = self._prepare(adata, indices)
         target_code = self._condition_code(target_condition, "target_condition")
+        own = adata.obs[self.condition_key].iloc[indices].astype(str).to_numpy()
+        if method != "transfer" and source_condition is None:
+            if len(set(own)) != 1:
+                raise ValueError(
+                    f"method={method!r} needs one source condition, but the selected cells have "
+                    f"{sorted(set(own))}. Pass source_condition or select cells of one condition."
+                )
+            source_condition = own[0]
         source_code = (
             None
             if source_condition is None
             else self._condition_code(source_condition, "source_condition")
         )
-        prediction, scale = self._decode(adata, indices, target_code, source_code, batch_size)
+        cells = self._encode(adata, indices, source_code, batch_size)
+        if method == "transfer":
+            prediction, scale = self._decode(
+                cells["library"], target_code, z=cells["z"], batch_size=batch_size
+            )
+        else:
+            source, target = self._reference_activations(
+                adata, indices, reference_indices, source_code, target_code, batch_size
+            )
+            if method == "latent_shift":
+                shift = target["z"].mean(0) - source["z"].mean(0)
+                prediction, scale = self._decode(
+                    cells["library"], source_code, z=cells["z"] + shift, batch_size=batch_size
+                )
+            else:
+                layer = neuron_edit_layer
+                edited = torch.as_tensor(
+                    neuron_edit(
+                        cells[layer].numpy(),
+                        source[layer].numpy(),
+                        target[layer].numpy(),
+                        n_percentiles,
+                    )
+                )
+                decode_input = {"z": edited} if layer == "z" else {"y": edited}
+                decode_code = source_code if layer == "z" else target_code
+                prediction, scale = self._decode(
+                    cells["library"], decode_code, batch_size=batch_size, **decode_input
+                )
         obs = adata.obs.iloc[indices].copy()
         obs = obs.drop(columns=[c for c in obs.columns if c.startswith("_scvi")])
-        source_labels = (
-            obs[self.condition_key].astype(str).to_numpy()
-            if source_condition is None
-            else np.full(len(obs), source_condition)
+        obs[f"{self.condition_key}_source"] = pd.Categorical(
+            own if source_condition is None else np.full(len(obs), source_condition)
         )
-        obs[f"{self.condition_key}_source"] = pd.Categorical(source_labels)
         obs[self.condition_key] = pd.Categorical(
             [target_condition] * len(obs), categories=self.conditions
         )
@@ -551,7 +637,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         if scale is not None:
             predicted.layers["log_normalized"] = np.log1p(scale * 1e4)
         predicted.uns["trVAE_predict"] = {
-            "method": "transfer",
+            "method": method,
             "target_condition": target_condition,
             "source_condition": "own" if source_condition is None else source_condition,
             "condition_key": self.condition_key,
@@ -559,7 +645,40 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
                 k: _uns_safe(v) for k, v in self.init_params_["non_kwargs"].items()
             },
         }
+        if method == "neuron_edit":
+            predicted.uns["trVAE_predict"]["neuron_edit_layer"] = neuron_edit_layer
+            predicted.uns["trVAE_predict"]["n_percentiles"] = n_percentiles
         return predicted
+
+    def _reference_activations(
+        self,
+        adata: AnnData,
+        indices: np.ndarray,
+        reference_indices: Sequence[int] | None,
+        source_code: int,
+        target_code: int,
+        batch_size: int | None,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Activations of the reference's source and target cells, each with its condition."""
+        if reference_indices is None:
+            reference = np.setdiff1d(np.arange(adata.n_obs), indices)
+        else:
+            reference = check_indices(adata, reference_indices)
+        codes = np.asarray(
+            self.get_anndata_manager(adata).get_from_registry(REGISTRY_KEYS.BATCH_KEY)
+        ).ravel()
+        groups = []
+        for code, argument in ((source_code, "source"), (target_code, "target")):
+            rows = reference[codes[reference] == code]
+            if len(rows) < 2:
+                raise ValueError(
+                    f"reference_indices holds {len(rows)} cells of the {argument} condition "
+                    f"{self.conditions[code]!r}; the shift needs at least 2. Pass reference cells "
+                    "of both conditions (e.g. the other cell types)."
+                )
+            self._check_data(adata, rows)
+            groups.append(self._encode(adata, rows, None, batch_size))
+        return groups[0], groups[1]
 
     def get_corrected_expression(
         self,
@@ -604,7 +723,10 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         target_code = self._condition_code(target_condition, "target_condition")
         layer_key = layer_key or f"trVAE_corrected_{target_condition}"
         check_can_store(adata, "layers", layer_key, add_to_adata, overwrite, indices)
-        corrected, _ = self._decode(adata, indices, target_code, None, batch_size)
+        cells = self._encode(adata, indices, None, batch_size)
+        corrected, _ = self._decode(
+            cells["library"], target_code, z=cells["z"], batch_size=batch_size
+        )
         if add_to_adata:
             _store(adata, "layers", layer_key, corrected)
         return corrected

@@ -176,6 +176,16 @@ class TRVAEModule(BaseModuleClass):
             y = self.mmd_layer(z.reshape(-1, z.shape[-1]), condition).reshape(*z.shape[:2], -1)
         else:
             y = self.mmd_layer(z, condition)
+        return {"y": y, "px": self.decode_mmd_representation(y, library, condition)}
+
+    @auto_move_data
+    def decode_mmd_representation(
+        self, y: torch.Tensor, library: torch.Tensor, condition: torch.Tensor
+    ) -> torch.distributions.Distribution:
+        """Likelihood ``px`` from the MMD-layer output ``y``: the decoder part ``g2``.
+
+        The condition only selects the dispersion of the count likelihoods.
+        """
         hidden = self.decoder(y.reshape(-1, y.shape[-1])).reshape(*y.shape[:-1], -1)
         out = self.px_output(hidden)
         if self.recon_loss == "mse":
@@ -193,7 +203,7 @@ class TRVAEModule(BaseModuleClass):
                 px = ZeroInflatedNegativeBinomial(
                     mu=rate, theta=theta, zi_logits=zi_logits, scale=scale
                 )
-        return {"y": y, "px": px}
+        return px
 
     def loss(
         self,

@@ -1,7 +1,8 @@
-"""Network pieces: the MMD penalty and the conditional fully connected layers."""
+"""Network pieces: the MMD penalty, the conditional layers and NeuronEdit."""
 
 from ._base_components import ACTIVATIONS, ConditionalMLP
 from ._mmd import PAPER_KERNEL_WIDTHS, mmd_between_conditions, multiscale_rbf_kernel
+from ._neuron_edit import neuron_edit
 
 __all__ = [
     "ACTIVATIONS",
@@ -9,4 +10,5 @@ __all__ = [
     "PAPER_KERNEL_WIDTHS",
     "mmd_between_conditions",
     "multiscale_rbf_kernel",
+    "neuron_edit",
 ]
