@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import scvi
 import torch
-from scipy import stats
 
 import trvae_scvi
 from trvae_scvi import TRVAE
-from trvae_scvi.metrics import mean_expression, r2_of_means, top_degs
+from trvae_scvi.metrics import mean_expression, r2_of_means, r2_of_variances, top_degs
 
 CONFIGS = {
     "paper (batch norm, dropout 0.2, ReLU output)": {
@@ -58,11 +57,6 @@ CONFIGS = {
         "mmd_on": "z",
     },
 }
-
-
-def r2_of_variances(predicted: np.ndarray, real: np.ndarray) -> float:
-    """r² of per-gene variances (the paper's second score)."""
-    return float(stats.linregress(real.var(0), predicted.var(0)).rvalue ** 2)
 
 
 def main() -> None:

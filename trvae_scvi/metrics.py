@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import scanpy as sc
+import scipy.sparse as sp
 from anndata import AnnData
 from scipy import stats
 
@@ -45,6 +46,33 @@ def r2_of_means(predicted, real) -> float:
     1.0
 
     """
+    _check_same_genes(predicted, real)
+    return _r2_of_vectors(mean_expression(predicted), mean_expression(real))
+
+
+def variance_expression(matrix) -> np.ndarray:
+    """Per-gene variance (population, ``ddof=0``) of a dense or sparse matrix.
+
+    Examples
+    --------
+    >>> variance_expression(np.array([[0.0, 2.0], [2.0, 2.0]]))
+    array([1., 0.])
+
+    """
+    mean = mean_expression(matrix)
+    mean_of_squares = mean_expression(
+        matrix.multiply(matrix) if sp.issparse(matrix) else matrix**2
+    )
+    return np.maximum(mean_of_squares - mean**2, 0.0)
+
+
+def _r2_of_vectors(predicted: np.ndarray, real: np.ndarray) -> float:
+    if np.ptp(predicted) == 0 or np.ptp(real) == 0:
+        return 0.0
+    return float(stats.linregress(real, predicted).rvalue ** 2)
+
+
+def _check_same_genes(predicted, real) -> None:
     if predicted.shape[1] != real.shape[1]:
         raise ValueError(
             f"predicted has {predicted.shape[1]} genes and real has {real.shape[1]}; score the "
@@ -52,10 +80,140 @@ def r2_of_means(predicted, real) -> float:
         )
     if predicted.shape[1] < 2:
         raise ValueError("r² needs at least two genes.")
-    predicted_mean, real_mean = mean_expression(predicted), mean_expression(real)
-    if np.ptp(predicted_mean) == 0 or np.ptp(real_mean) == 0:
+
+
+def r2_of_variances(predicted, real) -> float:
+    """r² of the least-squares line between per-gene variances of predicted and real cells.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> real = rng.random((50, 20))
+    >>> round(r2_of_variances(2 * real, real), 6)
+    1.0
+
+    """
+    _check_same_genes(predicted, real)
+    return _r2_of_vectors(variance_expression(predicted), variance_expression(real))
+
+
+def change_correlation(predicted, real, control) -> float:
+    """Pearson correlation of the predicted and the real change from control.
+
+    The change is ``mean(predicted) - mean(control)`` against ``mean(real) - mean(control)``,
+    per gene. Unlike the R² of means, leaving the control cells unchanged scores 0 here.
+
+    Examples
+    --------
+    >>> control = np.zeros((4, 3))
+    >>> real = np.array([[1.0, 2.0, 0.0]] * 4)
+    >>> round(change_correlation(real * 0.5, real, control), 6)
+    1.0
+
+    """
+    _check_same_genes(predicted, real)
+    base = mean_expression(control)
+    predicted_change = mean_expression(predicted) - base
+    real_change = mean_expression(real) - base
+    if np.ptp(predicted_change) == 0 or np.ptp(real_change) == 0:
         return 0.0
-    return float(stats.linregress(real_mean, predicted_mean).rvalue ** 2)
+    return float(stats.pearsonr(predicted_change, real_change).statistic)
+
+
+def direction_accuracy(predicted, real, control) -> float:
+    """Fraction of genes whose predicted change from control has the real change's sign.
+
+    Examples
+    --------
+    >>> control = np.zeros((2, 4))
+    >>> real = np.array([[1.0, -1.0, 1.0, -1.0]] * 2)
+    >>> direction_accuracy(np.array([[1.0, -1.0, -1.0, -1.0]] * 2), real, control)
+    0.75
+
+    """
+    _check_same_genes(predicted, real)
+    base = mean_expression(control)
+    predicted_sign = np.sign(mean_expression(predicted) - base)
+    real_sign = np.sign(mean_expression(real) - base)
+    return float(np.mean(predicted_sign == real_sign))
+
+
+def bootstrap(score, predicted, real, *args, n_resamples: int = 100, seed: int = 0):
+    """Mean and standard deviation of ``score`` over resamples of the cells.
+
+    Cells of ``predicted`` and ``real`` (and of any further matrices in ``args``, e.g. the
+    control cells) are drawn with replacement, each set on its own, ``n_resamples`` times.
+
+    Parameters
+    ----------
+    score
+        A function of ``(predicted, real, *args)`` such as :func:`r2_of_means`.
+    predicted, real, *args
+        Cell-by-gene matrices.
+    n_resamples
+        Number of resamples.
+    seed
+        Seed of the resampling.
+
+    Returns
+    -------
+    ``(mean, sd)`` of the score.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> real = rng.random((40, 10))
+    >>> mean, sd = bootstrap(r2_of_means, real, real, n_resamples=10)
+    >>> 0 <= mean <= 1 and sd >= 0
+    True
+
+    """
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples={n_resamples!r} must be at least 1.")
+    rng = np.random.default_rng(seed)
+    matrices = (predicted, real, *args)
+    values = [
+        score(*(m[rng.integers(0, m.shape[0], m.shape[0])] for m in matrices))
+        for _ in range(n_resamples)
+    ]
+    return float(np.mean(values)), float(np.std(values))
+
+
+def energy_distance(predicted, real, n_pcs: int = 30, max_cells: int = 2000, seed: int = 0):
+    """Energy distance between predicted and real cells in the PCA space of the real cells.
+
+    ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` with Euclidean distances between cells projected on
+    the first ``n_pcs`` principal components of the real cells; 0 when the two samples have the
+    same distribution. At most ``max_cells`` cells of each set are used (drawn with ``seed``).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> real = rng.normal(size=(200, 5))
+    >>> energy_distance(real + 3.0, real, n_pcs=5) > energy_distance(real + 0.1, real, n_pcs=5)
+    True
+
+    """
+    from scipy.spatial.distance import cdist
+
+    _check_same_genes(predicted, real)
+    rng = np.random.default_rng(seed)
+
+    def dense_sample(matrix):
+        rows = np.arange(matrix.shape[0])
+        if len(rows) > max_cells:
+            rows = np.sort(rng.choice(rows, max_cells, replace=False))
+        sample = matrix[rows]
+        return np.asarray(sample.toarray() if sp.issparse(sample) else sample, dtype=np.float64)
+
+    x, y = dense_sample(predicted), dense_sample(real)
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError("energy_distance needs at least 2 predicted and 2 real cells.")
+    center = y.mean(0)
+    _, _, components = np.linalg.svd(y - center, full_matrices=False)
+    basis = components[: min(n_pcs, components.shape[0])].T
+    x, y = (x - center) @ basis, (y - center) @ basis
+    return float(2 * cdist(x, y).mean() - cdist(x, x).mean() - cdist(y, y).mean())
 
 
 def top_degs(

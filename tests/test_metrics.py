@@ -1,0 +1,93 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from anndata import AnnData
+
+from trvae_scvi.metrics import (
+    bootstrap,
+    change_correlation,
+    direction_accuracy,
+    energy_distance,
+    r2_of_means,
+    r2_of_variances,
+    top_degs,
+    variance_expression,
+)
+
+
+@pytest.fixture
+def shifted():
+    """Control cells and real/predicted stimulated cells with a known shift on 10 genes."""
+    rng = np.random.default_rng(0)
+    gene_level = rng.uniform(0.5, 8.0, 40)
+    control = rng.gamma(gene_level, 1.0, (300, 40))
+    shift = np.zeros(40)
+    shift[:10] = [-1.5, -1.2, -1.0, -0.8, 0.8, 1.0, 1.2, 1.5, 1.8, 2.0]
+    real = rng.gamma(gene_level, 1.0, (300, 40)) + shift
+    return control, real, shift
+
+
+def test_perfect_prediction_of_the_change(shifted):
+    control, real, shift = shifted
+    predicted = control + shift
+    assert change_correlation(predicted, real, control) > 0.95
+    assert direction_accuracy(predicted[:, :10], real[:, :10], control[:, :10]) == 1.0
+    assert r2_of_means(predicted, real) > r2_of_means(control, real)
+
+
+def test_unchanged_control_scores_zero_on_change(shifted):
+    control, real, _ = shifted
+    assert change_correlation(control, real, control) == 0.0
+    # ...while the R² of means still looks good: the reason for the change-based scores.
+    assert r2_of_means(control, real) > 0.3
+
+
+def test_variance_scores_sparse_equals_dense(shifted):
+    control, real, _ = shifted
+    np.testing.assert_allclose(variance_expression(sp.csr_matrix(real)), real.var(0))
+    assert r2_of_variances(sp.csr_matrix(real), real) == pytest.approx(1.0)
+    assert r2_of_variances(control * 3.0, control) == pytest.approx(1.0)
+
+
+def test_bootstrap_spread_shrinks_with_more_cells():
+    rng = np.random.default_rng(1)
+    small = rng.normal(size=(20, 30)) + np.arange(30)
+    large = rng.normal(size=(2000, 30)) + np.arange(30)
+    _, sd_small = bootstrap(r2_of_means, small, small[::-1], n_resamples=30)
+    _, sd_large = bootstrap(r2_of_means, large, large[::-1], n_resamples=30)
+    assert sd_large < sd_small
+    mean, _ = bootstrap(change_correlation, large, large, large[:100], n_resamples=5)
+    assert mean > 0.5
+
+
+def test_energy_distance_zero_for_same_distribution(shifted):
+    control, real, shift = shifted
+    same = energy_distance(real[:150], real[150:])
+    assert energy_distance(control, real) > 5 * abs(same)
+    assert energy_distance(control + shift, real) < energy_distance(control, real)
+
+
+def test_top_degs_finds_the_shifted_genes(shifted):
+    control, real, _ = shifted
+    adata = AnnData(
+        X=np.log1p(np.vstack([control, real])).astype(np.float32),
+        obs=pd.DataFrame({"condition": ["ctrl"] * 300 + ["stim"] * 300}),
+        var=pd.DataFrame(index=[f"g{i}" for i in range(40)]),
+    )
+    before = adata.copy()
+    degs = top_degs(adata, "condition", "stim", "ctrl", n_genes=8)
+    assert set(degs) <= {f"g{i}" for i in range(10)}
+    assert "rank_genes_groups" not in adata.uns  # the user's AnnData is left alone
+    np.testing.assert_array_equal(adata.X, before.X)
+    with pytest.raises(ValueError, match="group='nope' has 0 cells"):
+        top_degs(adata, "condition", "nope", "ctrl")
+
+
+def test_metrics_reject_mismatched_genes(shifted):
+    control, real, _ = shifted
+    for score in (r2_of_means, r2_of_variances):
+        with pytest.raises(ValueError, match="score the same genes"):
+            score(control[:, :5], real)
+    with pytest.raises(ValueError, match="score the same genes"):
+        change_correlation(control[:, :5], real, control)
