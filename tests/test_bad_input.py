@@ -88,3 +88,16 @@ def test_bad_train_arguments(model):
         model.train(max_epochs=1, batch_size=1)
     with pytest.raises(ValueError, match="max_epochs=0"):
         model.train(max_epochs=0)
+
+
+def test_zero_cell_anndata(synthetic):
+    with pytest.raises(ValueError, match=r"adata has shape \(0, 50\); it needs cells"):
+        TRVAE.setup_anndata(synthetic[:0].copy(), condition_key="condition")
+
+
+def test_nan_added_after_setup_is_caught_at_train(synthetic):
+    TRVAE.setup_anndata(synthetic, condition_key="condition")
+    model = TRVAE(synthetic, **SMALL)
+    synthetic.X.data[0] = np.nan
+    with pytest.raises(ValueError, match="adata.X contains NaN or infinite values"):
+        model.train(max_epochs=1)
