@@ -102,7 +102,8 @@ def main() -> None:
             handle.write(json.dumps(row) + "\n")
     lines = [
         f"Seed 0, {args.max_epochs} epochs, {torch.get_num_threads()} CPU threads. "
-        "R² of means on the top-100 DEGs and on all genes; R² of variances on all genes.",
+        "R² of means on the top-100 DEGs and on all genes; R² of variances on all genes. "
+        "Train s is wall time on a shared machine, not a speed benchmark.",
         "",
         "| cell type | method | R² mean top-100 DEGs | R² mean all | R² var all | train s |",
         "|---|---|---|---|---|---|",
