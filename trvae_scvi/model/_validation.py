@@ -31,7 +31,8 @@ def check_finite(matrix, where: str, rows: np.ndarray | None = None) -> None:
         if not np.isfinite(_stored_values(block)).all():
             raise ValueError(
                 f"{where} contains NaN or infinite values. Remove or impute them first (e.g. "
-                "keep finite cells with `adata = adata[np.isfinite(adata.X.sum(1)).ravel()]`)."
+                "keep cells with finite values: "
+                "`adata = adata[np.isfinite(np.asarray(adata.X.sum(axis=1))).ravel()]`)."
             )
 
 
@@ -124,8 +125,8 @@ def check_same_genes(saved_var_names: np.ndarray, adata: AnnData) -> None:
     raise ValueError(
         f"adata has {len(var_names)} genes but the model was trained on "
         f"{len(saved_var_names)} genes (missing: {missing}, extra: {extra}, or a different "
-        "order). Subset and order the genes as the model's: "
-        "`adata = adata[:, model.adata.var_names].copy()`."
+        "order). Subset and order the genes as in the training data: "
+        "`adata = adata[:, training_var_names].copy()`."
     )
 
 
