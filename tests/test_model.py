@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import scvi
 from helpers import SMALL, make_counts, train_small
 
 from trvae_scvi import TRVAE
-from trvae_scvi.metrics import r2_of_means, top_degs
+from trvae_scvi.metrics import r2_of_means, r2_of_variances, top_degs
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +220,29 @@ def test_reference_methods_need_one_source_and_both_conditions(nk_holdout):
         )
     with pytest.raises(ValueError, match="method='scgen' is not supported"):
         model.predict(indices=control[:5], target_condition="stimulated", method="scgen")
+
+
+def test_sampled_prediction_restores_variance(nk_holdout):
+    adata, train, model = nk_holdout
+    is_nk = (train.obs.cell_type == "NK").to_numpy()
+    control = np.flatnonzero(is_nk & (train.obs.condition == "control").to_numpy())
+    real = adata[(adata.obs.cell_type == "NK") & (adata.obs.condition == "stimulated")].X
+    expected = model.predict(indices=control, target_condition="stimulated")
+    scvi.settings.seed = 1
+    drawn = model.predict(indices=control, target_condition="stimulated", sample=True)
+    assert drawn.uns["trVAE_predict"]["sample"]
+    assert (drawn.X >= 0).all()  # log data: draws clipped at 0
+    assert drawn.X.var(0).mean() > 2 * expected.X.var(0).mean()
+    assert r2_of_variances(drawn.X, real) > r2_of_variances(expected.X, real)
+    scvi.settings.seed = 1
+    again = model.predict(indices=control, target_condition="stimulated", sample=True)
+    np.testing.assert_array_equal(drawn.X, again.X)
+
+
+def test_sampled_counts_are_integers(synthetic):
+    TRVAE.setup_anndata(synthetic, condition_key="condition", layer="counts")
+    model = TRVAE(synthetic, recon_loss="nb", **SMALL)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    drawn = model.predict(indices=np.arange(20), target_condition="c1", sample=True).X
+    np.testing.assert_array_equal(drawn, np.round(drawn))
+    assert (drawn >= 0).all()

@@ -379,11 +379,14 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         z: torch.Tensor | None = None,
         y: torch.Tensor | None = None,
         batch_size: int | None = None,
+        sample: bool = False,
+        mse_noise: tuple[torch.Tensor, bool] | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Decode z with ``condition`` (codes, or one code for all), or decode y directly.
 
-        Returns the expected expression in the registered data's space and, for count models,
-        the normalised expression (``px.scale``).
+        Returns the expected expression in the registered data's space (with ``sample``, a
+        draw) and, for count models, the normalised expression (``px.scale``). Count models
+        draw from ``px``; ``mse`` draws add noise with ``mse_noise = (per-gene sd, clip at 0)``.
         """
         self.module.eval()
         n_cells = library.shape[0]
@@ -398,12 +401,46 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
             else:
                 y_rows = y[rows]
             px = self.module.decode_mmd_representation(y_rows, library[rows], condition[rows])
-            predictions.append(px.mean.cpu().numpy())
+            if not sample:
+                values = px.mean
+            elif self.module.is_count_model:
+                values = px.sample()
+            else:
+                sd, clip = mse_noise
+                values = px.mean + torch.randn_like(px.mean) * sd
+                values = values.clamp_min(0.0) if clip else values
+            predictions.append(values.cpu().numpy())
             if self.module.is_count_model:
                 scales.append(px.scale.cpu().numpy())
         prediction = np.concatenate(predictions).astype(np.float32)
         scale = np.concatenate(scales).astype(np.float32) if scales else None
         return prediction, scale
+
+    @torch.inference_mode()
+    def _residual_noise(
+        self, target_code: int, batch_size: int | None
+    ) -> tuple[torch.Tensor, bool]:
+        """Per-gene sd of the reconstruction residuals of the model's cells of one condition.
+
+        Also whether those cells' values are all non-negative (then draws are clipped at 0).
+        """
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+        rows = np.flatnonzero(codes == target_code)
+        total = torch.zeros(self.summary_stats.n_vars, dtype=torch.float64)
+        total_squares = torch.zeros_like(total)
+        minimum = np.inf
+        self.module.eval()
+        for tensors in self._make_data_loader(self.adata, indices=rows, batch_size=batch_size):
+            x, condition = tensors[REGISTRY_KEYS.X_KEY], tensors[REGISTRY_KEYS.BATCH_KEY]
+            inference = self.module.inference(x, condition)
+            px = self.module.generative(inference["qz"].loc, inference["library"], condition)["px"]
+            residual = (x - px.mean.cpu()).double()
+            total += residual.sum(0)
+            total_squares += residual.pow(2).sum(0)
+            minimum = min(minimum, float(x.min()))
+        mean = total / len(rows)
+        sd = (total_squares / len(rows) - mean.pow(2)).clamp_min(0.0).sqrt()
+        return sd.float(), minimum >= 0
 
     def get_latent_representation(
         self,
@@ -511,6 +548,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         reference_indices: Sequence[int] | None = None,
         neuron_edit_layer: Literal["y", "z"] = "y",
         n_percentiles: int = 100,
+        sample: bool = False,
         batch_size: int | None = None,
     ) -> AnnData:
         """Predict how cells would look in ``target_condition``.
@@ -550,6 +588,13 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
             Layer edited by ``"neuron_edit"``: ``"y"`` (MMD layer) or ``"z"``.
         n_percentiles
             Percentiles of the NeuronEdit map.
+        sample
+            Draw each cell's prediction instead of returning its expected value. Decoded means
+            shrink the per-gene variance; draws restore it. ``"nb"``/``"zinb"`` draw from the
+            likelihood; ``"mse"`` adds Gaussian noise with each gene's residual sd over the
+            model's own cells of ``target_condition`` (reconstructed with their condition),
+            clipped at 0 when those cells' values are non-negative. Uses torch's random state
+            (set by ``scvi.settings.seed``).
         batch_size
             Cells per mini-batch.
 
@@ -597,9 +642,12 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
             else self._condition_code(source_condition, "source_condition")
         )
         cells = self._encode(adata, indices, source_code, batch_size)
+        decode_options = {"batch_size": batch_size, "sample": sample}
+        if sample and not self.module.is_count_model:
+            decode_options["mse_noise"] = self._residual_noise(target_code, batch_size)
         if method == "transfer":
             prediction, scale = self._decode(
-                cells["library"], target_code, z=cells["z"], batch_size=batch_size
+                cells["library"], target_code, z=cells["z"], **decode_options
             )
         else:
             source, target = self._reference_activations(
@@ -608,7 +656,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
             if method == "latent_shift":
                 shift = target["z"].mean(0) - source["z"].mean(0)
                 prediction, scale = self._decode(
-                    cells["library"], source_code, z=cells["z"] + shift, batch_size=batch_size
+                    cells["library"], source_code, z=cells["z"] + shift, **decode_options
                 )
             else:
                 layer = neuron_edit_layer
@@ -623,7 +671,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
                 decode_input = {"z": edited} if layer == "z" else {"y": edited}
                 decode_code = source_code if layer == "z" else target_code
                 prediction, scale = self._decode(
-                    cells["library"], decode_code, batch_size=batch_size, **decode_input
+                    cells["library"], decode_code, **decode_options, **decode_input
                 )
         obs = adata.obs.iloc[indices].copy()
         obs = obs.drop(columns=[c for c in obs.columns if c.startswith("_scvi")])
@@ -638,6 +686,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
             predicted.layers["log_normalized"] = np.log1p(scale * 1e4)
         predicted.uns["trVAE_predict"] = {
             "method": method,
+            "sample": sample,
             "target_condition": target_condition,
             "source_condition": "own" if source_condition is None else source_condition,
             "condition_key": self.condition_key,
