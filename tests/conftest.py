@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import matplotlib
 import pytest
 import scvi
 from anndata import AnnData
 from helpers import make_counts, train_small
 
 import trvae_scvi
+
+matplotlib.use("Agg")  # no display in CI; plots are only saved
 
 
 @pytest.fixture(autouse=True)

@@ -47,7 +47,7 @@ def r2_of_means(predicted, real) -> float:
 
     """
     _check_same_genes(predicted, real)
-    return _r2_of_vectors(mean_expression(predicted), mean_expression(real))
+    return linear_r2(mean_expression(predicted), mean_expression(real))
 
 
 def variance_expression(matrix) -> np.ndarray:
@@ -66,7 +66,15 @@ def variance_expression(matrix) -> np.ndarray:
     return np.maximum(mean_of_squares - mean**2, 0.0)
 
 
-def _r2_of_vectors(predicted: np.ndarray, real: np.ndarray) -> float:
+def linear_r2(predicted: np.ndarray, real: np.ndarray) -> float:
+    """r² of the least-squares line between two vectors; 0 when either is constant.
+
+    Examples
+    --------
+    >>> round(linear_r2(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.5])), 3)
+    0.996
+
+    """
     if np.ptp(predicted) == 0 or np.ptp(real) == 0:
         return 0.0
     return float(stats.linregress(real, predicted).rvalue ** 2)
@@ -94,7 +102,7 @@ def r2_of_variances(predicted, real) -> float:
 
     """
     _check_same_genes(predicted, real)
-    return _r2_of_vectors(variance_expression(predicted), variance_expression(real))
+    return linear_r2(variance_expression(predicted), variance_expression(real))
 
 
 def change_correlation(predicted, real, control) -> float:
