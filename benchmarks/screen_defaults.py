@@ -20,13 +20,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import scvi
 import torch
 
 import trvae_scvi
 from trvae_scvi import TRVAE
-from trvae_scvi.metrics import mean_expression, r2_of_means, r2_of_variances, top_degs
+from trvae_scvi.benchmarking import hold_out
+from trvae_scvi.metrics import r2_of_means, r2_of_variances
 
 CONFIGS = {
     "paper (batch norm, dropout 0.2, ReLU output)": {
@@ -71,31 +71,20 @@ def main() -> None:
     adata = trvae_scvi.datasets.kang2018()
     rows = []
     for cell_type in args.cell_types:
-        is_type = (adata.obs.cell_type == cell_type).to_numpy()
-        is_stim = (adata.obs.condition == "stimulated").to_numpy()
-        train = adata[~(is_type & is_stim)].copy()
-        real = adata[is_type & is_stim].X.toarray()
-        degs = adata.var_names.isin(top_degs(adata[is_type], "condition", "stimulated", "control"))
-        is_control = (train.obs.cell_type == cell_type) & (train.obs.condition == "control")
-        control_idx = np.flatnonzero(is_control.to_numpy())
-        control = train[control_idx].X.toarray()
-        others = (train.obs.cell_type != cell_type).to_numpy()
-        stim_train = (train.obs.condition == "stimulated").to_numpy()
-        shift = mean_expression(train[others & stim_train].X) - mean_expression(
-            train[others & ~stim_train].X
-        )
-        baselines = {"control unchanged": control, "mean shift": control + shift}
+        task = hold_out(adata, cell_type)
+        degs = task.deg_mask
+        baselines = {"control unchanged": task.control, "mean shift": task.mean_shift}
         for name, predicted in baselines.items():
-            rows.append(score(cell_type, name, predicted, real, degs, seconds=0.0))
+            rows.append(score(cell_type, name, predicted, task.real, degs, seconds=0.0))
         for name, config in CONFIGS.items():
             scvi.settings.seed = 0
-            TRVAE.setup_anndata(train, condition_key="condition")
-            model = TRVAE(train, **config)
+            TRVAE.setup_anndata(task.train, condition_key="condition")
+            model = TRVAE(task.train, **config)
             start = time.perf_counter()
             model.train(max_epochs=args.max_epochs, enable_progress_bar=False)
             seconds = time.perf_counter() - start
-            predicted = model.predict(indices=control_idx, target_condition="stimulated").X
-            rows.append(score(cell_type, name, predicted, real, degs, seconds))
+            predicted = model.predict(indices=task.control_indices, target_condition="stimulated")
+            rows.append(score(cell_type, name, predicted.X, task.real, degs, seconds))
             print(json.dumps(rows[-1]), flush=True)
     with open(out / "screen_defaults.jsonl", "w") as handle:
         for row in rows:

@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, metrics, model, module, nn, pl
+from . import benchmarking, datasets, metrics, model, module, nn, pl
 from .model import TRVAE
 from .module import TRVAEModule
 
@@ -11,4 +11,14 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-__all__ = ["TRVAE", "TRVAEModule", "datasets", "metrics", "model", "module", "nn", "pl"]
+__all__ = [
+    "TRVAE",
+    "TRVAEModule",
+    "benchmarking",
+    "datasets",
+    "metrics",
+    "model",
+    "module",
+    "nn",
+    "pl",
+]
