@@ -279,6 +279,8 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         plan_kwargs
             Passed to :class:`scvi.train.TrainingPlan` (e.g. ``lr``, ``weight_decay``). The KL
             warm-up is off by default (the paper has none); set ``n_epochs_kl_warmup`` to use one.
+            The default Adam runs as torch's fused kernel (same update, several times faster
+            than the per-tensor loop on CPU); ``optimizer="AdamW"`` or ``"Custom"`` replace it.
         datasplitter_kwargs
             Passed to the data splitter.
         **kwargs
@@ -301,6 +303,8 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
                 "batch."
             )
         plan_kwargs = {"n_epochs_kl_warmup": None, **(plan_kwargs or {})}
+        if plan_kwargs.get("optimizer", "Adam") == "Adam":
+            plan_kwargs = {**plan_kwargs, **_fused_adam(plan_kwargs)}
         datasplitter_kwargs = {
             "condition_balanced": condition_balanced,
             **(datasplitter_kwargs or {}),
@@ -914,3 +918,25 @@ def _uns_safe(value):
     if isinstance(value, tuple | list):
         return np.asarray(value)
     return value
+
+
+def _fused_adam(plan_kwargs: dict) -> dict:
+    """``plan_kwargs`` entries that make scvi-tools' Adam use torch's fused implementation.
+
+    With the paper's 800-unit layers on 7,000 genes the optimizer step of the per-tensor Adam
+    took about as long as the forward pass on CPU; the fused kernel does the same update in
+    one pass over the weights. scvi-tools' own ``lr``, ``weight_decay`` and ``eps`` are kept.
+    """
+    from inspect import signature
+
+    from scvi.train import TrainingPlan
+
+    defaults = signature(TrainingPlan.__init__).parameters
+    settings = {
+        key: plan_kwargs.get(key, defaults[key].default) for key in ("lr", "weight_decay", "eps")
+    }
+
+    def create(params):
+        return torch.optim.Adam(params, fused=True, **settings)
+
+    return {"optimizer": "Custom", "optimizer_creator": create}
