@@ -20,8 +20,8 @@ class ConditionBalancedDataSplitter(DataSplitter):
     condition fills about the same share of each batch, as in the trVAE paper. An epoch is
     ``ceil(n_train / batch_size)`` full batches. Validation batches are left as they are.
 
-    Under a distributed strategy (DDP) the parent's distributed sampler is used instead, because
-    each process must draw a disjoint share of the data.
+    Under a distributed strategy (DDP) Lightning hands each process a disjoint share of these
+    batches (its ``DistributedSamplerWrapper``), so every process trains on balanced batches too.
 
     Parameters
     ----------
@@ -39,9 +39,9 @@ class ConditionBalancedDataSplitter(DataSplitter):
         self.condition_balanced = condition_balanced
 
     def train_dataloader(self) -> DataLoader:
-        """Training loader; condition-balanced unless disabled or distributed."""
+        """Training loader; condition-balanced unless disabled."""
         loader_kwargs = dict(self.data_loader_kwargs)
-        if not self.condition_balanced or loader_kwargs.get("distributed_sampler", False):
+        if not self.condition_balanced:
             return super().train_dataloader()
         batch_size = loader_kwargs.pop("batch_size", None) or 128
         loader_kwargs.pop("distributed_sampler", None)

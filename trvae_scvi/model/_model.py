@@ -29,6 +29,7 @@ from trvae_scvi.module._module import ReconLoss
 from trvae_scvi.nn import PAPER_KERNEL_WIDTHS, neuron_edit
 
 from ._data_splitting import ConditionBalancedDataSplitter
+from ._training_plan import TRVAETrainingPlan
 from ._validation import (
     check_can_store,
     check_choice,
@@ -107,6 +108,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
 
     _module_cls = TRVAEModule
     _data_splitter_cls = ConditionBalancedDataSplitter
+    _training_plan_cls = TRVAETrainingPlan
 
     def __init__(
         self,
@@ -279,8 +281,8 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         plan_kwargs
             Passed to :class:`scvi.train.TrainingPlan` (e.g. ``lr``, ``weight_decay``). The KL
             warm-up is off by default (the paper has none); set ``n_epochs_kl_warmup`` to use one.
-            The default Adam runs as torch's fused kernel (same update, several times faster
-            than the per-tensor loop on CPU); ``optimizer="AdamW"`` or ``"Custom"`` replace it.
+            The default Adam runs as torch's fused kernel (see
+            :class:`~trvae_scvi.model.TRVAETrainingPlan`).
         datasplitter_kwargs
             Passed to the data splitter.
         **kwargs
@@ -303,8 +305,6 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
                 "batch."
             )
         plan_kwargs = {"n_epochs_kl_warmup": None, **(plan_kwargs or {})}
-        if plan_kwargs.get("optimizer", "Adam") == "Adam":
-            plan_kwargs = {**plan_kwargs, **_fused_adam(plan_kwargs)}
         datasplitter_kwargs = {
             "condition_balanced": condition_balanced,
             **(datasplitter_kwargs or {}),
@@ -918,25 +918,3 @@ def _uns_safe(value):
     if isinstance(value, tuple | list):
         return np.asarray(value)
     return value
-
-
-def _fused_adam(plan_kwargs: dict) -> dict:
-    """``plan_kwargs`` entries that make scvi-tools' Adam use torch's fused implementation.
-
-    With the paper's 800-unit layers on 7,000 genes the optimizer step of the per-tensor Adam
-    took about as long as the forward pass on CPU; the fused kernel does the same update in
-    one pass over the weights. scvi-tools' own ``lr``, ``weight_decay`` and ``eps`` are kept.
-    """
-    from inspect import signature
-
-    from scvi.train import TrainingPlan
-
-    defaults = signature(TrainingPlan.__init__).parameters
-    settings = {
-        key: plan_kwargs.get(key, defaults[key].default) for key in ("lr", "weight_decay", "eps")
-    }
-
-    def create(params):
-        return torch.optim.Adam(params, fused=True, **settings)
-
-    return {"optimizer": "Custom", "optimizer_creator": create}
