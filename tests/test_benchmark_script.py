@@ -1,4 +1,7 @@
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -33,3 +36,22 @@ def test_kang_holdout_benchmark_runs_end_to_end(tmp_path):
     assert ceiling["value"].iloc[0] > 0.9
     assert "Average over cell types" in (tmp_path / "kang_holdout.md").read_text()
     assert (tmp_path / "kang_holdout_NK.png").stat().st_size > 0
+
+
+def test_large_data_benchmark_small_version(tmp_path):
+    """The 1M-cell scale check, shrunk: X stays sparse, every cell is encoded and predicted."""
+    script = Path(__file__).parents[1] / "benchmarks" / "large_data.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--n-cells", "3000", "--n-genes", "300"]
+        + ["--batch-size", "256", "--predict-chunk", "1000", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "large_data.json").read_text())
+    assert result["x_type"] == "csr_matrix"
+    assert 0.02 < result["x_density"] < 0.3
+    assert result["latent_shape"] == [3000, 20]
+    assert result["predicted_mean_finite"]
+    assert "one training epoch" in (tmp_path / "large_data.md").read_text()
