@@ -1,0 +1,230 @@
+"""Training throughput of trvae-scvi's TRVAE vs scArches' TRVAE, and the CPU's matmul roofline.
+
+Both train the paper's architecture (encoder 800-800-128, latent 20, MMD on the first decoder
+layer, MSE) with batches of ``--batch-size`` on the same synthetic data (``--n-cells`` cells,
+log-normalised sparse values, 10% non-zero), at 2,000 and 7,000 genes and 2 and 50 conditions.
+Each (tool, genes, conditions) runs in its own process, so its peak RSS is its own: ours in this
+Python, scArches in ``benchmarks/peers/.venv-scarches`` (made by ``benchmarks/peers/setup.sh``).
+Cells/s = training cells x epochs / wall time of the library's own ``train`` call, validation
+and data loading included (scArches evaluates a 10% validation split each epoch; we do not).
+
+Roofline: the FLOPs of one training step (forward 2·in·out per cell and layer, backward 4·in·out,
+2·in·out for the first layer whose input needs no gradient) against the best dense matmul
+FLOP/s torch reaches on this CPU in the same run (square 2,048 and the first layer's shapes).
+
+Writes ``throughput.json`` and ``throughput.md`` under ``--out``.
+
+Usage::
+
+    python benchmarks/throughput.py
+    python benchmarks/throughput.py --genes 2000 --conditions 2 --epochs 1   # a quick version
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HIDDEN = [800, 800, 128]
+N_LATENT = 20
+SCARCHES_PYTHON = Path(__file__).parent / "peers" / ".venv-scarches" / "bin" / "python"
+
+
+def synthetic(n_cells: int, n_genes: int, n_conditions: int):
+    """Sparse log-normal-like values with a condition label; the same for every tool."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    x = sp.random(n_cells, n_genes, density=0.1, format="csr", random_state=0, dtype=np.float32)
+    x.data = np.log1p(x.data * 20).astype(np.float32)
+    condition = [f"c{c}" for c in rng.integers(0, n_conditions, n_cells)]
+    obs = pd.DataFrame({"condition": pd.Categorical(condition)}, index=map(str, range(n_cells)))
+    return ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"g{g}" for g in range(n_genes)]))
+
+
+def train_ours(adata, epochs: int, batch_size: int) -> float:
+    """Wall time of ``TRVAE.train`` (90% of the cells train)."""
+    import scvi
+
+    from trvae_scvi import TRVAE
+
+    scvi.settings.seed = 0
+    TRVAE.setup_anndata(adata, condition_key="condition")
+    model = TRVAE(adata, hidden_sizes=HIDDEN, n_latent=N_LATENT)
+    start = time.perf_counter()
+    model.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False)
+    return time.perf_counter() - start
+
+
+def train_scarches(adata, epochs: int, batch_size: int) -> float:
+    """Wall time of scArches' ``TRVAE.train`` (its default 90% training split)."""
+    import scarches
+
+    model = scarches.models.TRVAE(
+        adata,
+        condition_key="condition",
+        hidden_layer_sizes=HIDDEN,
+        latent_dim=N_LATENT,
+        recon_loss="mse",
+        mmd_on="y",
+        use_bn=False,
+        use_ln=False,
+        dr_rate=0.0,
+    )
+    start = time.perf_counter()
+    model.train(n_epochs=epochs, batch_size=batch_size, use_early_stopping=False, monitor=False)
+    return time.perf_counter() - start
+
+
+def worker(tool: str, n_cells: int, n_genes: int, n_conditions: int, epochs, batch_size) -> dict:
+    """One measurement, in this process."""
+    import torch
+
+    adata = synthetic(n_cells, n_genes, n_conditions)
+    seconds = (train_ours if tool == "ours" else train_scarches)(adata, epochs, batch_size)
+    n_train = int(round(0.9 * n_cells))
+    return {
+        "tool": tool,
+        "genes": n_genes,
+        "conditions": n_conditions,
+        "cells_per_s": n_train * epochs / seconds,
+        "train_s": seconds,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def matmul_flops(n_genes: int, batch_size: int) -> float:
+    """Best dense float32 matmul FLOP/s of torch here, over a few shapes."""
+    import torch
+
+    shapes = [
+        (2048, 2048, 2048),
+        (batch_size, n_genes, HIDDEN[0]),
+        (batch_size, HIDDEN[0], n_genes),
+    ]
+    best = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(3):
+            a @ b
+        repeats = 10
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start))
+    return best
+
+
+def step_flops_per_cell(n_genes: int, n_conditions: int) -> float:
+    """FLOPs per cell of one training step of the paper's architecture (matmuls only)."""
+    encoder = [n_genes + n_conditions, *HIDDEN]
+    layers = list(zip(encoder[:-1], encoder[1:], strict=True))
+    layers += [(HIDDEN[-1], N_LATENT)] * 2  # mean and log-variance of z
+    decoder = [N_LATENT + n_conditions, *HIDDEN[::-1], n_genes]
+    layers += list(zip(decoder[:-1], decoder[1:], strict=True))
+    flops = sum(6 * i * o for i, o in layers)
+    return flops - 2 * layers[0][0] * layers[0][1]  # the input needs no gradient
+
+
+def main() -> None:
+    """Run every measurement in its own process and write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--genes", nargs="+", type=int, default=[2000, 7000])
+    parser.add_argument("--conditions", nargs="+", type=int, default=[2, 50])
+    parser.add_argument("--n-cells", type=int, default=20_000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--tools", nargs="+", default=["ours", "scarches"])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    if args.worker:
+        result = worker(
+            args.worker, args.n_cells, args.genes[0], args.conditions[0], args.epochs,
+            args.batch_size,
+        )  # fmt: skip
+        print(json.dumps(result))
+        return
+    rows = []
+    for n_genes in args.genes:
+        peak = matmul_flops(n_genes, args.batch_size)
+        for n_conditions in args.conditions:
+            for tool in args.tools:
+                python = sys.executable if tool == "ours" else str(SCARCHES_PYTHON)
+                if tool == "scarches" and not SCARCHES_PYTHON.exists():
+                    raise SystemExit(
+                        f"{SCARCHES_PYTHON} is missing: bash benchmarks/peers/setup.sh"
+                    )
+                done = subprocess.run(
+                    [python, __file__, "--worker", tool, "--genes", str(n_genes),
+                     "--conditions", str(n_conditions), "--n-cells", str(args.n_cells),
+                     "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)],
+                    capture_output=True, text=True,
+                )  # fmt: skip
+                if done.returncode != 0:
+                    raise SystemExit(f"{tool} failed:\n{done.stderr[-3000:]}")
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+                row["matmul_gflops"] = peak / 1e9
+                row["step_mflop_per_cell"] = step_flops_per_cell(n_genes, n_conditions) / 1e6
+                row["roofline_pct"] = (
+                    100
+                    * row["cells_per_s"]
+                    * row["step_mflop_per_cell"]
+                    / (row["matmul_gflops"] * 1e3)
+                )
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_table(rows, args, out / "throughput.md")
+
+
+def write_table(rows: list[dict], args, path: Path) -> None:
+    """Markdown: cells/s, memory and roofline per setting, and the ratios that matter."""
+    lines = [
+        f"`python benchmarks/throughput.py`: {args.n_cells:,} synthetic cells, {args.epochs} "
+        f"epochs, batch {args.batch_size}, encoder {'-'.join(map(str, HIDDEN))}, latent "
+        f"{N_LATENT}, MMD on y, MSE; {rows[0]['threads']} CPU threads.",
+        "",
+        "| genes | conditions | tool | cells/s | peak RSS GB | MFLOP/cell | matmul GFLOP/s "
+        "| % of roofline |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['genes']} | {r['conditions']} | {r['tool']} | {r['cells_per_s']:.0f} "
+            f"| {r['peak_rss_gb']:.2f} | {r['step_mflop_per_cell']:.1f} "
+            f"| {r['matmul_gflops']:.0f} | {r['roofline_pct']:.0f} |"
+        )
+    speed = {(r["tool"], r["genes"], r["conditions"]): r["cells_per_s"] for r in rows}
+    lines += [
+        "",
+        "| genes | conditions | ours / scArches (cells/s) | ours: time per cell vs fewest |",
+        "|---|---|---|---|",
+    ]
+    for genes in args.genes:
+        for conditions in args.conditions:
+            ours = speed.get(("ours", genes, conditions))
+            theirs = speed.get(("scarches", genes, conditions))
+            base = speed.get(("ours", genes, args.conditions[0]))
+            ratio = f"{ours / theirs:.2f}" if ours and theirs else "-"
+            cost = f"{base / ours:.2f}" if ours and base else "-"
+            lines.append(f"| {genes} | {conditions} | {ratio} | {cost} |")
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
