@@ -8,14 +8,21 @@ predict them from that type's control cells. Every method runs on the same split
   against the other half);
 - trVAE (default settings): ``transfer``, ``transfer`` with ``sample=True``, ``latent_shift``,
   ``neuron_edit`` on the MMD layer and on z;
-- ablations, same settings otherwise: CVAE (``beta=0``) and MMD-CVAE (``mmd_on="z"``), transfer.
+- ablations, same settings otherwise: CVAE (``beta=0``) and MMD-CVAE (``mmd_on="z"``), transfer;
+- peers, when their predictions are in ``--peers`` (``bash benchmarks/peers/run.sh`` trains them
+  in their own virtual environments on the same splits and seeds): pertpy's scGen and scArches'
+  TRVAE. Their scores are computed here, with the same code as ours.
 
 Writes ``kang_holdout.csv`` (one row per cell type, method, seed and metric), ``kang_holdout.md``
 (means over seeds) and ``kang_holdout_<cell type>.png`` (predicted vs real means and variances of
 trVAE transfer, seed of the first run) under ``--out``.
 
+The wall time of our own methods (training and prediction, all cell types and seeds) is written
+at the end of the table.
+
 Usage::
 
+    bash benchmarks/peers/run.sh                            # peers, once (own venvs)
     python benchmarks/kang_holdout.py                       # 7 cell types x seeds 0 1 2
     python benchmarks/kang_holdout.py --cell-types NK --seeds 0
 """
@@ -24,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scvi
+import torch
 
 import trvae_scvi
 from trvae_scvi import TRVAE
@@ -49,6 +58,8 @@ PUBLISHED = (
     "MMD-CVAE 0.866 / 0.489."
 )
 ABLATIONS = {"CVAE transfer": {"beta": 0.0}, "MMD-CVAE transfer": {"mmd_on": "z"}}
+PEERS = {"scgen": "scGen (pertpy)", "scarches_trvae": "scArches TRVAE"}
+PEERS_DIR = Path(__file__).parent / "peers" / "predictions"
 
 
 def scores(predicted: np.ndarray, real: np.ndarray, task: HoldOut, n_boot: int) -> dict:
@@ -111,6 +122,31 @@ def run_task(task: HoldOut, seed: int, max_epochs: int | None):
         yield name, predicted.X, seconds, task.real
 
 
+def peer_predictions(task: HoldOut, cell_type: str, seed: int, peers_dir: Path):
+    """Yield ``(method, predicted, seconds, real)`` for each peer prediction on disk."""
+    control_names = task.train.obs_names[task.control_indices].to_numpy().astype(str)
+    for peer, method in PEERS.items():
+        path = peers_dir / peer / f"{cell_type}_seed{seed}.npz"
+        if not path.exists():
+            continue
+        with np.load(path) as stored:
+            if not np.array_equal(stored["obs_names"].astype(str), control_names):
+                raise ValueError(f"{path}: its cells are not {cell_type}'s control cells")
+            yield method, stored["predicted"], float(stored["seconds"]), task.real
+
+
+def peer_settings(peers_dir: Path) -> list[str]:
+    """One line per peer with its package versions, from its ``settings.json``."""
+    lines = []
+    for peer, method in PEERS.items():
+        path = peers_dir / peer / "settings.json"
+        if path.exists():
+            settings = json.loads(path.read_text())
+            versions = ", ".join(f"{k} {v}" for k, v in settings.get("versions", {}).items())
+            lines.append(f"- {method}: {versions}; settings in `{path.name}` of `{peer}/`.")
+    return lines
+
+
 def write_table(frame: pd.DataFrame, path: Path, args) -> None:
     """Markdown table of means over seeds, per cell type and averaged over cell types."""
     keys = ["r2_mean_deg", "r2_var_all", "change_r_deg", "direction_deg", "energy_distance"]
@@ -137,6 +173,15 @@ def write_table(frame: pd.DataFrame, path: Path, args) -> None:
     for method, row in average.iterrows():
         values = " | ".join(f"{row[k]:.3f}" for k in keys)
         lines.append(f"| all | {method} | {values} | |")
+    lines += [
+        "",
+        f"Wall time of our own methods (3 trainings per cell type and seed, every prediction; "
+        f"scoring not included): {args.own_seconds / 60:.1f} min for {len(args.seeds)} seed(s) "
+        f"x {frame['cell_type'].nunique()} cell types, {torch.get_num_threads()} CPU threads.",
+    ]
+    peers = peer_settings(Path(args.peers))
+    if peers:
+        lines += ["", "Peers, trained in their own virtual environments:", "", *peers]
     lines += ["", PUBLISHED, ""]
     path.write_text("\n".join(lines))
 
@@ -148,8 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=None, help="default: the model's")
     parser.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples")
+    parser.add_argument("--peers", default=str(PEERS_DIR), help="peer predictions, if any")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
+    args.own_seconds = 0.0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     adata = trvae_scvi.datasets.kang2018()
@@ -162,7 +209,14 @@ def main(argv: list[str] | None = None) -> None:
         for cell_type in cell_types:
             task = hold_out(adata, cell_type)
             for seed in args.seeds:
-                for method, predicted, seconds, real in run_task(task, seed, args.max_epochs):
+                own = run_task(task, seed, args.max_epochs)
+                peers = peer_predictions(task, cell_type, seed, Path(args.peers))
+                results, start = [], time.perf_counter()
+                for method, predicted, seconds, real in own:
+                    args.own_seconds += time.perf_counter() - start
+                    results.append((method, predicted, seconds, real))
+                    start = time.perf_counter()
+                for method, predicted, seconds, real in [*results, *peers]:
                     if method == "trVAE transfer" and seed == args.seeds[0]:
                         plot(predicted, task, cell_type, out / f"kang_holdout_{cell_type}.png")
                     for metric, value in scores(predicted, real, task, args.n_boot).items():

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "kang_holdout.py"
@@ -13,9 +14,19 @@ def test_kang_holdout_benchmark_runs_end_to_end(tmp_path):
     spec = importlib.util.spec_from_file_location("kang_holdout", SCRIPT)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
+    # A peer's prediction as run.sh writes it: here the control cells themselves.
+    import trvae_scvi
+    from trvae_scvi.benchmarking import hold_out
+
+    task = hold_out(trvae_scvi.datasets.kang2018(), "NK")
+    peer_dir = tmp_path / "peers" / "scgen"
+    peer_dir.mkdir(parents=True)
+    names = task.train.obs_names[task.control_indices].to_numpy().astype(str)
+    np.savez(peer_dir / "NK_seed0.npz", predicted=task.control, obs_names=names, seconds=1.5)
+    (peer_dir / "settings.json").write_text(json.dumps({"versions": {"pertpy": "1.0.3"}}))
     benchmark.main(
         ["--cell-types", "NK", "--seeds", "0", "--max-epochs", "1", "--n-boot", "2"]
-        + ["--out", str(tmp_path)]
+        + ["--out", str(tmp_path), "--peers", str(tmp_path / "peers")]
     )
     frame = pd.read_csv(tmp_path / "kang_holdout.csv")
     assert set(frame["method"]) == {
@@ -29,12 +40,17 @@ def test_kang_holdout_benchmark_runs_end_to_end(tmp_path):
         "trVAE NeuronEdit (z)",
         "CVAE transfer",
         "MMD-CVAE transfer",
+        "scGen (pertpy)",
     }
     assert {"r2_mean_deg", "r2_var_all", "change_r_deg", "energy_distance"} <= set(frame["metric"])
     assert frame["value"].notna().all()
     ceiling = frame[(frame.method.str.startswith("ceiling")) & (frame.metric == "r2_mean_deg")]
     assert ceiling["value"].iloc[0] > 0.9
-    assert "Average over cell types" in (tmp_path / "kang_holdout.md").read_text()
+    table = (tmp_path / "kang_holdout.md").read_text()
+    assert "Average over cell types" in table and "scGen (pertpy): pertpy 1.0.3" in table
+    # The peer's "prediction" is the control cells, so it scores exactly as identity.
+    r2 = frame[frame.metric == "r2_mean_deg"].set_index("method")["value"]
+    assert r2["scGen (pertpy)"] == r2["control unchanged"]
     assert (tmp_path / "kang_holdout_NK.png").stat().st_size > 0
 
 
