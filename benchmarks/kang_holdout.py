@@ -135,12 +135,12 @@ def peer_predictions(task: HoldOut, cell_type: str, seed: int, peers_dir: Path):
             yield method, stored["predicted"], float(stored["seconds"]), task.real
 
 
-def peer_settings(peers_dir: Path) -> list[str]:
-    """One line per peer with its package versions, from its ``settings.json``."""
+def peer_settings(peers_dir: Path, methods) -> list[str]:
+    """One line per scored peer with its package versions, from its ``settings.json``."""
     lines = []
     for peer, method in PEERS.items():
         path = peers_dir / peer / "settings.json"
-        if path.exists():
+        if path.exists() and method in set(methods):
             settings = json.loads(path.read_text())
             versions = ", ".join(f"{k} {v}" for k, v in settings.get("versions", {}).items())
             lines.append(f"- {method}: {versions}; settings in `{path.name}` of `{peer}/`.")
@@ -159,7 +159,8 @@ def write_table(frame: pd.DataFrame, path: Path, args) -> None:
         "| direction top-100 | energy distance | s |\n|---|---|---|---|---|---|---|---|"
     )
     lines = [
-        f"Kang 2018 PBMC (bundled validation split), seeds {args.seeds}, max_epochs "
+        f"Kang 2018 PBMC (bundled validation split), seeds "
+        f"{', '.join(map(str, sorted(frame['seed'].unique())))}, max_epochs "
         f"{args.max_epochs or 'default'}. Means over seeds. 's' is training plus prediction "
         "wall time of the method (0 for baselines).",
         "",
@@ -173,13 +174,21 @@ def write_table(frame: pd.DataFrame, path: Path, args) -> None:
     for method, row in average.iterrows():
         values = " | ".join(f"{row[k]:.3f}" for k in keys)
         lines.append(f"| all | {method} | {values} | |")
-    lines += [
-        "",
-        f"Wall time of our own methods (3 trainings per cell type and seed, every prediction; "
-        f"scoring not included): {args.own_seconds / 60:.1f} min for {len(args.seeds)} seed(s) "
-        f"x {frame['cell_type'].nunique()} cell types, {torch.get_num_threads()} CPU threads.",
-    ]
-    peers = peer_settings(Path(args.peers))
+    # Each trVAE method's seconds are the shared training plus its own prediction.
+    per_run = frame.groupby(["cell_type", "seed", "method"])["seconds"].first().unstack()
+    trvae = [m for m in per_run.columns if m.startswith("trVAE")]
+    own = per_run[trvae].max(axis=1) + per_run.reindex(columns=list(ABLATIONS)).sum(axis=1)
+    lines += (
+        []
+        if own.isna().all()
+        else [
+            "",
+            f"Wall time of our own models (3 trainings per cell type and seed, with their "
+            f"predictions): {own.sum() / 60:.1f} min for {frame['seed'].nunique()} seed(s) x "
+            f"{frame['cell_type'].nunique()} cell types, {torch.get_num_threads()} CPU threads.",
+        ]
+    )
+    peers = peer_settings(Path(args.peers), frame["method"])
     if peers:
         lines += ["", "Peers, trained in their own virtual environments:", "", *peers]
     lines += ["", PUBLISHED, ""]
@@ -195,10 +204,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples")
     parser.add_argument("--peers", default=str(PEERS_DIR), help="peer predictions, if any")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--peers-only", action="store_true", help="score only the peers")
+    parser.add_argument(
+        "--merge", nargs="+", metavar="CSV", help="only rebuild the table from these CSVs"
+    )
     args = parser.parse_args(argv)
-    args.own_seconds = 0.0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        frame = pd.concat([pd.read_csv(path) for path in args.merge], ignore_index=True)
+        frame.to_csv(out / "kang_holdout.csv", index=False)
+        write_table(frame, out / "kang_holdout.md", args)
+        return
     adata = trvae_scvi.datasets.kang2018()
     cell_types = args.cell_types or sorted(adata.obs["cell_type"].astype(str).unique())
     rows = []
@@ -209,14 +226,9 @@ def main(argv: list[str] | None = None) -> None:
         for cell_type in cell_types:
             task = hold_out(adata, cell_type)
             for seed in args.seeds:
-                own = run_task(task, seed, args.max_epochs)
+                own = [] if args.peers_only else run_task(task, seed, args.max_epochs)
                 peers = peer_predictions(task, cell_type, seed, Path(args.peers))
-                results, start = [], time.perf_counter()
-                for method, predicted, seconds, real in own:
-                    args.own_seconds += time.perf_counter() - start
-                    results.append((method, predicted, seconds, real))
-                    start = time.perf_counter()
-                for method, predicted, seconds, real in [*results, *peers]:
+                for method, predicted, seconds, real in [*own, *peers]:
                     if method == "trVAE transfer" and seed == args.seeds[0]:
                         plot(predicted, task, cell_type, out / f"kang_holdout_{cell_type}.png")
                     for metric, value in scores(predicted, real, task, args.n_boot).items():
