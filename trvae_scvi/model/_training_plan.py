@@ -41,7 +41,7 @@ class TRVAETrainingPlan(TrainingPlan):
         return create
 
     def compute_and_log_metrics(self, loss_output: LossOutput, metrics: dict, mode: str) -> None:
-        """scvi-tools' metrics, then the extra metrics, logged in grad mode."""
+        """scvi-tools' metrics, then the extra metrics, logged outside inference mode."""
         extra_metrics = loss_output.extra_metrics or {}
         super().compute_and_log_metrics(
             dataclasses.replace(loss_output, extra_metrics={}), metrics, mode
