@@ -398,7 +398,10 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         if not torch.is_tensor(condition):
             condition = torch.full((n_cells, 1), int(condition), dtype=torch.long)
         batch_size = batch_size or 1024
-        predictions, scales = [], []
+        # Filled in place: one copy of the output in memory, not a list of parts plus their
+        # concatenation (which tripled the peak memory of large predictions).
+        prediction = np.empty((n_cells, self.module.n_input), dtype=np.float32)
+        scale = prediction.copy() if self.module.is_count_model else None
         for start in range(0, n_cells, batch_size):
             rows = slice(start, start + batch_size)
             if y is None:
@@ -414,11 +417,9 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
                 sd, clip = mse_noise
                 values = px.mean + torch.randn_like(px.mean) * sd
                 values = values.clamp_min(0.0) if clip else values
-            predictions.append(values.cpu().numpy())
-            if self.module.is_count_model:
-                scales.append(px.scale.cpu().numpy())
-        prediction = np.concatenate(predictions).astype(np.float32)
-        scale = np.concatenate(scales).astype(np.float32) if scales else None
+            prediction[rows] = values.cpu().numpy()
+            if scale is not None:
+                scale[rows] = px.scale.cpu().numpy()
         return prediction, scale
 
     @torch.inference_mode()
