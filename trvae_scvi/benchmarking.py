@@ -33,6 +33,19 @@ class HoldOut:
     deg_mask
         The top DEGs of the held-out type (real perturbed vs control cells), as a gene mask.
 
+    Examples
+    --------
+    >>> import anndata as ad
+    >>> rng = np.random.default_rng(0)
+    >>> adata = ad.AnnData(rng.poisson(1.0, (40, 5)).astype(np.float32))
+    >>> adata.obs["cell_type"] = ["A"] * 20 + ["B"] * 20
+    >>> adata.obs["condition"] = (["control"] * 10 + ["stimulated"] * 10) * 2
+    >>> task = hold_out(adata, "A", n_degs=2)
+    >>> task.train.n_obs, len(task.control_indices), len(task.reference_indices)
+    (30, 10, 20)
+    >>> task.real.shape, task.mean_shift.shape, int(task.deg_mask.sum())
+    ((10, 5), (10, 5), 2)
+
     """
 
     train: AnnData
@@ -74,7 +87,8 @@ def hold_out(
 
     Returns
     -------
-    The task, as a :class:`HoldOut`.
+    HoldOut
+        The task: training cells, the held-out cells and the mean-shift baseline.
 
     Examples
     --------

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 from scipy import stats
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-def mean_expression(matrix) -> np.ndarray:
+
+def mean_expression(matrix: np.ndarray | sp.spmatrix) -> np.ndarray:
     """Per-gene mean of a dense or sparse ``(n_cells, n_genes)`` matrix.
+
+    Parameters
+    ----------
+    matrix
+        ``(n_cells, n_genes)`` matrix, dense or sparse, with at least one cell.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_genes,)`` float64 means.
 
     Examples
     --------
@@ -23,7 +38,7 @@ def mean_expression(matrix) -> np.ndarray:
     return np.asarray(matrix.mean(axis=0), dtype=np.float64).ravel()
 
 
-def r2_of_means(predicted, real) -> float:
+def r2_of_means(predicted: np.ndarray | sp.spmatrix, real: np.ndarray | sp.spmatrix) -> float:
     """r² of the least-squares line between per-gene means of predicted and real cells.
 
     This is the score of the trVAE and scGen papers (the squared Pearson correlation of the
@@ -36,7 +51,8 @@ def r2_of_means(predicted, real) -> float:
 
     Returns
     -------
-    r² in ``[0, 1]``.
+    float
+        r² in ``[0, 1]``.
 
     Examples
     --------
@@ -50,8 +66,18 @@ def r2_of_means(predicted, real) -> float:
     return linear_r2(mean_expression(predicted), mean_expression(real))
 
 
-def variance_expression(matrix) -> np.ndarray:
+def variance_expression(matrix: np.ndarray | sp.spmatrix) -> np.ndarray:
     """Per-gene variance (population, ``ddof=0``) of a dense or sparse matrix.
+
+    Parameters
+    ----------
+    matrix
+        ``(n_cells, n_genes)`` matrix, dense or sparse, with at least one cell.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_genes,)`` float64 variances, clipped at 0.
 
     Examples
     --------
@@ -68,6 +94,16 @@ def variance_expression(matrix) -> np.ndarray:
 
 def linear_r2(predicted: np.ndarray, real: np.ndarray) -> float:
     """r² of the least-squares line between two vectors; 0 when either is constant.
+
+    Parameters
+    ----------
+    predicted, real
+        Vectors of the same length (e.g. per-gene means).
+
+    Returns
+    -------
+    float
+        r² in ``[0, 1]``.
 
     Examples
     --------
@@ -90,8 +126,18 @@ def _check_same_genes(predicted, real) -> None:
         raise ValueError("r² needs at least two genes.")
 
 
-def r2_of_variances(predicted, real) -> float:
+def r2_of_variances(predicted: np.ndarray | sp.spmatrix, real: np.ndarray | sp.spmatrix) -> float:
     """r² of the least-squares line between per-gene variances of predicted and real cells.
+
+    Parameters
+    ----------
+    predicted, real
+        ``(n_cells, n_genes)`` matrices (dense or sparse) over the same genes.
+
+    Returns
+    -------
+    float
+        r² in ``[0, 1]``.
 
     Examples
     --------
@@ -105,11 +151,27 @@ def r2_of_variances(predicted, real) -> float:
     return linear_r2(variance_expression(predicted), variance_expression(real))
 
 
-def change_correlation(predicted, real, control) -> float:
+def change_correlation(
+    predicted: np.ndarray | sp.spmatrix,
+    real: np.ndarray | sp.spmatrix,
+    control: np.ndarray | sp.spmatrix,
+) -> float:
     """Pearson correlation of the predicted and the real change from control.
 
     The change is ``mean(predicted) - mean(control)`` against ``mean(real) - mean(control)``,
     per gene. Unlike the R² of means, leaving the control cells unchanged scores 0 here.
+
+    Parameters
+    ----------
+    predicted, real
+        ``(n_cells, n_genes)`` matrices (dense or sparse) over the same genes.
+    control
+        ``(n_cells, n_genes)`` matrix of the control cells, over the same genes.
+
+    Returns
+    -------
+    float
+        Pearson correlation in ``[-1, 1]``; 0 when either change is the same for every gene.
 
     Examples
     --------
@@ -128,8 +190,27 @@ def change_correlation(predicted, real, control) -> float:
     return float(stats.pearsonr(predicted_change, real_change).statistic)
 
 
-def direction_accuracy(predicted, real, control) -> float:
+def direction_accuracy(
+    predicted: np.ndarray | sp.spmatrix,
+    real: np.ndarray | sp.spmatrix,
+    control: np.ndarray | sp.spmatrix,
+) -> float:
     """Fraction of genes whose predicted change from control has the real change's sign.
+
+    A gene counts as right when the sign of ``mean(predicted) - mean(control)`` equals that of
+    ``mean(real) - mean(control)`` (a zero change has sign 0).
+
+    Parameters
+    ----------
+    predicted, real
+        ``(n_cells, n_genes)`` matrices (dense or sparse) over the same genes.
+    control
+        ``(n_cells, n_genes)`` matrix of the control cells, over the same genes.
+
+    Returns
+    -------
+    float
+        Fraction in ``[0, 1]``.
 
     Examples
     --------
@@ -146,7 +227,14 @@ def direction_accuracy(predicted, real, control) -> float:
     return float(np.mean(predicted_sign == real_sign))
 
 
-def bootstrap(score, predicted, real, *args, n_resamples: int = 100, seed: int = 0):
+def bootstrap(
+    score: Callable[..., float],
+    predicted: np.ndarray | sp.spmatrix,
+    real: np.ndarray | sp.spmatrix,
+    *args: np.ndarray | sp.spmatrix,
+    n_resamples: int = 100,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Mean and standard deviation of ``score`` over resamples of the cells.
 
     Cells of ``predicted`` and ``real`` (and of any further matrices in ``args``, e.g. the
@@ -165,7 +253,8 @@ def bootstrap(score, predicted, real, *args, n_resamples: int = 100, seed: int =
 
     Returns
     -------
-    ``(mean, sd)`` of the score.
+    tuple[float, float]
+        ``(mean, sd)`` of the score over the resamples (``sd`` with ``ddof=0``).
 
     Examples
     --------
@@ -187,12 +276,35 @@ def bootstrap(score, predicted, real, *args, n_resamples: int = 100, seed: int =
     return float(np.mean(values)), float(np.std(values))
 
 
-def energy_distance(predicted, real, n_pcs: int = 30, max_cells: int = 2000, seed: int = 0):
+def energy_distance(
+    predicted: np.ndarray | sp.spmatrix,
+    real: np.ndarray | sp.spmatrix,
+    n_pcs: int = 30,
+    max_cells: int = 2000,
+    seed: int = 0,
+) -> float:
     """Energy distance between predicted and real cells in the PCA space of the real cells.
 
     ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` with Euclidean distances between cells projected on
     the first ``n_pcs`` principal components of the real cells; 0 when the two samples have the
     same distribution. At most ``max_cells`` cells of each set are used (drawn with ``seed``).
+
+    Parameters
+    ----------
+    predicted, real
+        ``(n_cells, n_genes)`` matrices (dense or sparse) over the same genes, at least 2 cells
+        each.
+    n_pcs
+        Number of principal components of the real cells to project on.
+    max_cells
+        Most cells of each set to use; larger sets are subsampled without replacement.
+    seed
+        Seed of the subsampling.
+
+    Returns
+    -------
+    float
+        The energy distance (not negative up to rounding; 0 for identical distributions).
 
     Examples
     --------
@@ -253,7 +365,8 @@ def top_degs(
 
     Returns
     -------
-    Gene names, most significant first.
+    list[str]
+        Gene names, largest absolute z-score first.
 
     Examples
     --------

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from anndata import AnnData
 
 from trvae_scvi.metrics import linear_r2, mean_expression, variance_expression
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from trvae_scvi.model import TRVAE
 
 
 def _finish(ax, show: bool | None, save: str | None):
@@ -30,10 +35,10 @@ def predicted_vs_real(
     labels: Sequence[str] | None = None,
     layer: str | None = None,
     title: str | None = None,
-    ax=None,
+    ax: Axes | None = None,
     show: bool | None = None,
     save: str | None = None,
-):
+) -> Axes | None:
     """Scatter of per-gene mean (or variance) of real against predicted cells, R² in the title.
 
     Like scGen's ``reg_mean_plot``/``reg_var_plot``: one dot per gene, the least-squares line,
@@ -63,7 +68,8 @@ def predicted_vs_real(
 
     Returns
     -------
-    The axes, unless ``show``.
+    matplotlib.axes.Axes or None
+        The axes, or ``None`` if ``show``.
 
     Examples
     --------
@@ -105,11 +111,11 @@ def predicted_vs_real(
 
 
 def training_curves(
-    model,
-    ax=None,
+    model: TRVAE,
+    ax: Sequence[Axes] | np.ndarray | None = None,
     show: bool | None = None,
     save: str | None = None,
-):
+) -> Sequence[Axes] | np.ndarray | None:
     """Reconstruction, KL and MMD per epoch (training, and validation where logged).
 
     Parameters
@@ -123,7 +129,8 @@ def training_curves(
 
     Returns
     -------
-    The three axes, unless ``show``.
+    Sequence of matplotlib.axes.Axes, numpy.ndarray of them, or None
+        The three axes (``ax``, or a new array of them), or ``None`` if ``show``.
 
     Examples
     --------

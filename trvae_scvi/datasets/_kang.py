@@ -15,7 +15,8 @@ def kang2018() -> ad.AnnData:
 
     Returns
     -------
-    A new AnnData read from the file shipped with the package.
+    anndata.AnnData
+        A new AnnData read from the file shipped with the package.
 
     Examples
     --------

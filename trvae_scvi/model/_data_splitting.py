@@ -32,6 +32,20 @@ class ConditionBalancedDataSplitter(DataSplitter):
     **kwargs
         Passed to :class:`~scvi.dataloaders.DataSplitter`.
 
+    Examples
+    --------
+    >>> import anndata as ad
+    >>> from trvae_scvi import TRVAE
+    >>> adata = ad.AnnData(np.random.default_rng(0).random((30, 4), dtype=np.float32))
+    >>> adata.obs["condition"] = ["control"] * 25 + ["stimulated"] * 5
+    >>> TRVAE.setup_anndata(adata, condition_key="condition")
+    >>> model = TRVAE(adata, hidden_sizes=(8,), n_latent=2)
+    >>> manager = model.adata_manager
+    >>> splitter = ConditionBalancedDataSplitter(manager, train_size=1.0, batch_size=10)
+    >>> splitter.setup()
+    >>> len(splitter.train_dataloader())
+    3
+
     """
 
     def __init__(self, adata_manager, condition_balanced: bool = True, **kwargs):
@@ -39,7 +53,32 @@ class ConditionBalancedDataSplitter(DataSplitter):
         self.condition_balanced = condition_balanced
 
     def train_dataloader(self) -> DataLoader:
-        """Training loader; condition-balanced unless disabled."""
+        """Training loader; condition-balanced unless disabled.
+
+        Returns
+        -------
+        torch.utils.data.DataLoader
+            With ``condition_balanced``, a loader of ``ceil(n_train / batch_size)`` batches of
+            ``batch_size`` cells, drawn with replacement with weights ``1 / n_cells(condition)``;
+            otherwise :class:`~scvi.dataloaders.DataSplitter`'s loader.
+
+        Examples
+        --------
+        >>> import anndata as ad
+        >>> from trvae_scvi import TRVAE
+        >>> adata = ad.AnnData(np.random.default_rng(0).random((30, 4), dtype=np.float32))
+        >>> adata.obs["condition"] = ["control"] * 25 + ["stimulated"] * 5
+        >>> TRVAE.setup_anndata(adata, condition_key="condition")
+        >>> model = TRVAE(adata, hidden_sizes=(8,), n_latent=2)
+        >>> splitter = ConditionBalancedDataSplitter(
+        ...     model.adata_manager, train_size=1.0, batch_size=10
+        ... )
+        >>> splitter.setup()
+        >>> batch = next(iter(splitter.train_dataloader()))
+        >>> batch["X"].shape
+        torch.Size([10, 4])
+
+        """
         loader_kwargs = dict(self.data_loader_kwargs)
         if not self.condition_balanced:
             return super().train_dataloader()

@@ -260,7 +260,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
         **kwargs,
-    ):
+    ) -> None:
         """Train with scvi-tools' training plan and runner.
 
         Parameters
@@ -482,7 +482,8 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
 
         Returns
         -------
-        Array of shape ``(n_cells, n_latent)``.
+        numpy.ndarray
+            Array of shape ``(n_cells, n_latent)``.
 
         Examples
         --------
@@ -530,7 +531,8 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
 
         Returns
         -------
-        Array of shape ``(n_cells, hidden_sizes[-1])``.
+        numpy.ndarray
+            Array of shape ``(n_cells, hidden_sizes[-1])``.
 
         Examples
         --------
@@ -606,13 +608,15 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
 
         Returns
         -------
-        AnnData with the same ``var_names``; ``obs`` a copy of the cells' ``obs`` with the
-        condition column set to the target; ``X`` the prediction in the registered data's space
-        (log-normalised values for ``"mse"``; for ``"nb"``/``"zinb"`` the expected counts at
-        each cell's observed library size, including the zero-inflation of ``"zinb"``, plus
-        ``layers["log_normalized"] = log1p(1e4 * px.scale)``); ``uns["trVAE_predict"]`` the
-        method, source, target and model settings. ``obs["<condition_key>_source"]`` records
-        the condition each cell was encoded with.
+        anndata.AnnData
+            The predicted cells, with the same ``var_names``; ``obs`` a copy of the cells'
+            ``obs`` with the condition column set to the target; ``X`` the prediction in the
+            registered data's space (log-normalised values for ``"mse"``; for ``"nb"``/``"zinb"``
+            the expected counts at each cell's observed library size, including the
+            zero-inflation of ``"zinb"``, plus ``layers["log_normalized"] =
+            log1p(1e4 * px.scale)``); ``uns["trVAE_predict"]`` the method, source, target and
+            model settings. ``obs["<condition_key>_source"]`` records the condition each cell
+            was encoded with.
 
         Examples
         --------
@@ -766,7 +770,8 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
 
         Returns
         -------
-        Array of shape ``(n_cells, n_genes)`` in the registered data's space.
+        numpy.ndarray
+            Array of shape ``(n_cells, n_genes)`` in the registered data's space.
 
         Examples
         --------

@@ -57,6 +57,17 @@ class TRVAEModule(BaseModuleClass):
     mse_output_activation
         ``"relu"`` (non-negative log data, the paper) or ``"linear"`` (scaled data), for ``"mse"``.
 
+    Examples
+    --------
+    >>> from scvi import REGISTRY_KEYS
+    >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+    >>> x = torch.rand(6, 5)
+    >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
+    >>> tensors = {REGISTRY_KEYS.X_KEY: x, REGISTRY_KEYS.BATCH_KEY: condition}
+    >>> inference_outputs, generative_outputs, losses = module(tensors)
+    >>> generative_outputs["y"].shape, losses.loss.shape
+    (torch.Size([6, 4]), torch.Size([]))
+
     """
 
     def __init__(
@@ -116,6 +127,26 @@ class TRVAEModule(BaseModuleClass):
 
         With sparse log data most genes sit near zero; starting the output at each gene's mean
         (instead of 0) saves many epochs and keeps a ReLU output from dying on those genes.
+        For ``"mse"`` the output bias is set to ``gene_mean``; for the count likelihoods (whose
+        output goes through a softmax) to the log of each gene's share of the total.
+
+        Parameters
+        ----------
+        gene_mean
+            Mean expression of each gene, shape ``(n_input,)``, in the modelled data's space.
+
+        Returns
+        -------
+        None
+            The bias of the output layer is changed in place.
+
+        Examples
+        --------
+        >>> module = TRVAEModule(n_input=3, n_conditions=2, hidden_sizes=(4,), n_latent=2)
+        >>> module.init_output_bias(torch.tensor([0.5, 1.0, 0.0]))
+        >>> module.px_output.bias.tolist()
+        [0.5, 1.0, 0.0]
+
         """
         if self.recon_loss == "mse":
             self.px_output.bias.copy_(gene_mean)
@@ -146,7 +177,34 @@ class TRVAEModule(BaseModuleClass):
     def inference(
         self, x: torch.Tensor, condition: torch.Tensor, n_samples: int = 1
     ) -> dict[str, torch.Tensor | torch.distributions.Distribution]:
-        """Encode ``x`` with its condition: ``q(z | x, s)``, a sample of z, and the log library."""
+        """Encode ``x`` with its condition: ``q(z | x, s)``, a sample of z, and the log library.
+
+        Parameters
+        ----------
+        x
+            Expression of shape ``(n_cells, n_input)``; for ``"nb"``/``"zinb"`` raw counts,
+            which are encoded as ``log1p(x)``.
+        condition
+            Integer condition codes of shape ``(n_cells, 1)``.
+        n_samples
+            Number of samples of z; more than 1 adds a leading sample dimension.
+
+        Returns
+        -------
+        dict
+            ``"qz"``: the posterior :class:`~scvi.distributions.Normal`; ``"z"``: a sample,
+            shape ``(n_cells, n_latent)`` or ``(n_samples, n_cells, n_latent)``; ``"library"``:
+            ``log(max(sum of x, 1))`` per cell, shape ``(n_cells, 1)``.
+
+        Examples
+        --------
+        >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+        >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
+        >>> outputs = module.inference(torch.rand(6, 5), condition, n_samples=3)
+        >>> outputs["z"].shape, outputs["library"].shape
+        (torch.Size([3, 6, 2]), torch.Size([6, 1]))
+
+        """
         library = torch.log(x.sum(-1, keepdim=True).clamp_min(1.0))
         x_in = torch.log1p(x) if self.is_count_model else x
         hidden = self.encoder(x_in, condition)
@@ -166,7 +224,33 @@ class TRVAEModule(BaseModuleClass):
     ) -> dict[str, torch.Tensor | torch.distributions.Distribution]:
         """Decode z with a condition; ``transform_batch`` replaces every cell's condition.
 
-        Returns the MMD-layer output ``y`` and the likelihood ``px``.
+        Parameters
+        ----------
+        z
+            Latent codes, shape ``(n_cells, n_latent)`` or ``(n_samples, n_cells, n_latent)``.
+        library
+            Log library size of each cell, shape ``(n_cells, 1)`` (used by the count
+            likelihoods).
+        condition
+            Integer condition codes of shape ``(n_cells, 1)``.
+        transform_batch
+            Condition code to decode every cell with instead of its own; ``None`` keeps
+            ``condition``.
+
+        Returns
+        -------
+        dict
+            ``"y"``: the MMD-layer output, shape ``(..., n_cells, hidden_sizes[-1])``; ``"px"``:
+            the likelihood (see :meth:`decode_mmd_representation`).
+
+        Examples
+        --------
+        >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+        >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
+        >>> outputs = module.generative(torch.randn(6, 2), torch.zeros(6, 1), condition)
+        >>> outputs["y"].shape, outputs["px"].mean.shape
+        (torch.Size([6, 4]), torch.Size([6, 5]))
+
         """
         if transform_batch is not None:
             condition = torch.full_like(condition, int(transform_batch))
@@ -185,6 +269,34 @@ class TRVAEModule(BaseModuleClass):
         """Likelihood ``px`` from the MMD-layer output ``y``: the decoder part ``g2``.
 
         The condition only selects the dispersion of the count likelihoods.
+
+        Parameters
+        ----------
+        y
+            MMD-layer output, shape ``(..., n_cells, hidden_sizes[-1])``.
+        library
+            Log library size of each cell, broadcastable to the output (used by ``"nb"`` and
+            ``"zinb"`` only).
+        condition
+            Integer condition codes of shape ``(n_cells, 1)`` (used by ``"nb"`` and ``"zinb"``
+            only).
+
+        Returns
+        -------
+        torch.distributions.Distribution
+            :class:`~scvi.distributions.Normal` with unit scale for ``"mse"``,
+            :class:`~scvi.distributions.NegativeBinomial` for ``"nb"`` or
+            :class:`~scvi.distributions.ZeroInflatedNegativeBinomial` for ``"zinb"``, over
+            ``(..., n_cells, n_input)``.
+
+        Examples
+        --------
+        >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+        >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
+        >>> px = module.decode_mmd_representation(torch.randn(6, 4), torch.zeros(6, 1), condition)
+        >>> px.mean.shape
+        torch.Size([6, 5])
+
         """
         hidden = self.decoder(y.reshape(-1, y.shape[-1])).reshape(*y.shape[:-1], -1)
         out = self.px_output(hidden)
@@ -212,7 +324,48 @@ class TRVAEModule(BaseModuleClass):
         generative_outputs: dict[str, torch.Tensor | torch.distributions.Distribution],
         kl_weight: float = 1.0,
     ) -> LossOutput:
-        """Reconstruction + alpha * KL + beta * MMD, with the MMD logged as ``mmd``."""
+        """Reconstruction + alpha * KL + beta * MMD, with the MMD logged as ``mmd``.
+
+        Parameters
+        ----------
+        tensors
+            The mini-batch: expression under ``REGISTRY_KEYS.X_KEY`` and condition codes under
+            ``REGISTRY_KEYS.BATCH_KEY``.
+        inference_outputs
+            Output of :meth:`inference` (``"qz"``, ``"z"``).
+        generative_outputs
+            Output of :meth:`generative` (``"px"``, ``"y"``).
+        kl_weight
+            Factor on ``alpha`` (the KL warm-up of the training plan).
+
+        Returns
+        -------
+        scvi.module.base.LossOutput
+            ``loss`` the scalar ``mean(reconstruction + alpha * kl_weight * KL) + beta * MMD``;
+            per-cell ``reconstruction_loss`` (squared error for ``"mse"``, negative
+            log-likelihood otherwise) and ``kl_local``; ``extra_metrics["mmd"]``.
+
+        Raises
+        ------
+        FloatingPointError
+            If the loss is not finite.
+
+        Examples
+        --------
+        >>> from scvi import REGISTRY_KEYS
+        >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+        >>> x = torch.rand(6, 5)
+        >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
+        >>> inference_outputs = module.inference(x, condition)
+        >>> generative_outputs = module.generative(
+        ...     inference_outputs["z"], inference_outputs["library"], condition
+        ... )
+        >>> tensors = {REGISTRY_KEYS.X_KEY: x, REGISTRY_KEYS.BATCH_KEY: condition}
+        >>> output = module.loss(tensors, inference_outputs, generative_outputs)
+        >>> output.loss.shape, bool(output.extra_metrics["mmd"] >= 0)
+        (torch.Size([]), True)
+
+        """
         x = tensors[REGISTRY_KEYS.X_KEY]
         px = generative_outputs["px"]
         if self.recon_loss == "mse":
@@ -246,5 +399,26 @@ class TRVAEModule(BaseModuleClass):
 
     @auto_move_data
     def mmd_representation(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """Output ``y = g1(z, s)`` of the first decoder layer."""
+        """Output ``y = g1(z, s)`` of the first decoder layer.
+
+        Parameters
+        ----------
+        z
+            Latent codes, shape ``(n_cells, n_latent)``.
+        condition
+            Integer condition codes of shape ``(n_cells, 1)``.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(n_cells, hidden_sizes[-1])``.
+
+        Examples
+        --------
+        >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+        >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
+        >>> module.mmd_representation(torch.randn(6, 2), condition).shape
+        torch.Size([6, 4])
+
+        """
         return self.mmd_layer(z, condition)

@@ -77,7 +77,29 @@ class ConditionalMLP(nn.Module):
         self.has_condition = n_conditions > 0
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """Apply the layers; ``condition`` (codes, shape ``(n, 1)``) enters the first one."""
+        """Apply the layers; ``condition`` (codes, shape ``(n, 1)``) enters the first one.
+
+        Parameters
+        ----------
+        x
+            Input of shape ``(n, n_input)``.
+        condition
+            Integer condition codes of shape ``(n, 1)``; used only when the MLP was built with
+            ``n_conditions > 0``.
+
+        Returns
+        -------
+        torch.Tensor
+            Output of shape ``(n, n_output)`` (``x`` itself when there are no layers).
+
+        Examples
+        --------
+        >>> import torch
+        >>> mlp = ConditionalMLP(6, [4], n_conditions=3)
+        >>> mlp.forward(torch.randn(5, 6), torch.tensor([[0], [1], [2], [0], [1]])).shape
+        torch.Size([5, 4])
+
+        """
         for i, layer in enumerate(self.layers):
             if i == 0 and self.has_condition:
                 x = layer(x, condition)

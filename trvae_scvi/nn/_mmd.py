@@ -50,7 +50,8 @@ def multiscale_rbf_kernel(
 
     Returns
     -------
-    Kernel matrix of shape ``(n, m)`` with values in ``[0, 1]``.
+    torch.Tensor
+        Kernel matrix of shape ``(n, m)`` with values in ``[0, 1]``.
 
     Examples
     --------
@@ -95,7 +96,8 @@ def mmd_between_conditions(
 
     Returns
     -------
-    Scalar tensor, ``sum_{a<b} MMD^2(cells of a, cells of b)``.
+    torch.Tensor
+        Scalar tensor, ``sum_{a<b} MMD^2(cells of a, cells of b)``.
 
     Examples
     --------

@@ -27,7 +27,8 @@ def neuron_edit(
 
     Returns
     -------
-    Edited activations, shape of ``values``.
+    numpy.ndarray
+        Edited activations, shape and dtype of ``values``.
 
     Examples
     --------
