@@ -153,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--genes", nargs="+", type=int, default=[2000, 7000])
     parser.add_argument("--conditions", nargs="+", type=int, default=[2, 50])
-    parser.add_argument("--n-cells", type=int, default=20_000)
+    parser.add_argument("--n-cells", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--tools", nargs="+", default=["ours", "scarches"])
