@@ -25,12 +25,15 @@ Usage::
     bash benchmarks/peers/run.sh                            # peers, once (own venvs)
     python benchmarks/kang_holdout.py                       # 7 cell types x seeds 0 1 2
     python benchmarks/kang_holdout.py --cell-types NK --seeds 0
+    python benchmarks/kang_holdout.py --peers-only --seeds 0 --out /tmp/peers   # peers alone
+    python benchmarks/kang_holdout.py --merge a.csv b.csv      # one table from several runs
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import time
 from pathlib import Path
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
             for seed in args.seeds:
                 own = [] if args.peers_only else run_task(task, seed, args.max_epochs)
                 peers = peer_predictions(task, cell_type, seed, Path(args.peers))
-                for method, predicted, seconds, real in [*own, *peers]:
+                for method, predicted, seconds, real in itertools.chain(own, peers):
                     if method == "trVAE transfer" and seed == args.seeds[0]:
                         plot(predicted, task, cell_type, out / f"kang_holdout_{cell_type}.png")
                     for metric, value in scores(predicted, real, task, args.n_boot).items():
