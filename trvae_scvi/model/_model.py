@@ -415,7 +415,7 @@ class TRVAE(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseM
                 values = px.sample()
             else:
                 sd, clip = mse_noise
-                values = px.mean + torch.randn_like(px.mean) * sd
+                values = px.mean + torch.randn_like(px.mean) * sd.to(px.mean.device)
                 values = values.clamp_min(0.0) if clip else values
             prediction[rows] = values.cpu().numpy()
             if scale is not None:
