@@ -105,6 +105,8 @@ def run_one(
         "r2_var_all": r2_of_variances(predicted, task.real),
         "r2_var_all_sampled": r2_of_variances(sampled, task.real),
         "train_seconds": round(seconds, 1),
+        "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "CPU",
+        "jobs_threads": f"{threads} thread(s) per run",
     }
 
 
@@ -115,6 +117,7 @@ def table(rows: list[dict], baseline: str = "default") -> str:
         by_config.setdefault(row["config"], []).append(row)
     cell_types = sorted({row["cell_type"] for row in rows})
     seeds = sorted({row["seed"] for row in rows})
+    devices = sorted({f"{row.get('device', '?')}, {row.get('jobs_threads', '?')}" for row in rows})
 
     def type_means(config: str, metric: str) -> dict[str, float]:
         runs = by_config.get(config, [])
@@ -127,7 +130,8 @@ def table(rows: list[dict], baseline: str = "default") -> str:
     lines = [
         f"Cell types {', '.join(cell_types)}; seeds {', '.join(map(str, seeds))}. Means over "
         "cell types of the means over seeds; 'wins' counts the cell types where the "
-        f"configuration's R² mean top-100 DEGs beats {baseline!r}'s. Transfer prediction.",
+        f"configuration's R² mean top-100 DEGs beats {baseline!r}'s. Transfer prediction. "
+        f"Trained on: {'; '.join(devices)} (train s compares configurations of one run only).",
         "",
         "| configuration | runs | " + " | ".join(METRICS.values()) + " | wins | train s |",
         "|---|---|" + "---|" * len(METRICS) + "---|---|",

@@ -52,6 +52,22 @@ def test_kang_holdout_benchmark_runs_end_to_end(tmp_path):
     r2 = frame[frame.metric == "r2_mean_deg"].set_index("method")["value"]
     assert r2["scGen (pertpy)"] == r2["control unchanged"]
     assert (tmp_path / "kang_holdout_NK.png").stat().st_size > 0
+    # Goals: the peer's rows count as identity's, since its prediction is identity's.
+    goals = {line.split(" | ")[0]: line.split(" | ")[1:] for line in table.splitlines()}
+    assert goals["| scGen (pertpy)"] == goals["| control unchanged"]
+    assert f"trVAE transfer: {r2['trVAE transfer']:.3f} (goal: 0.95)" in table
+
+
+def test_screen_defaults_runs_and_tabulates(tmp_path):
+    script = SCRIPT.parent / "screen_defaults.py"
+    command = [sys.executable, str(script), "--cell-types", "NK", "--seeds", "0"]
+    command += ["--configs", "default", "beta 10", "--max-epochs", "1", "--jobs", "2"]
+    subprocess.run(command + ["--out", str(tmp_path)], check=True, capture_output=True)
+    rows = [json.loads(line) for line in (tmp_path / "screen_defaults.jsonl").open()]
+    assert sorted(row["config"] for row in rows) == ["beta 10", "default"]
+    assert all(np.isfinite(row["r2_mean_deg"]) and row["device"] == "CPU" for row in rows)
+    table = (tmp_path / "screen_defaults.md").read_text()
+    assert "| default | 1 | " in table and "| beta 10 | 1 | " in table
 
 
 def test_large_data_benchmark_small_version(tmp_path):
