@@ -172,6 +172,18 @@ def write_table(frame: pd.DataFrame, path: Path, args) -> None:
     for (cell_type, method), row in wide.iterrows():
         values = " | ".join(f"{row[k]:.3f}" for k in keys)
         lines.append(f"| {cell_type} | {method} | {values} | {seconds[cell_type, method]:.0f} |")
+    all_seeds = set(frame["seed"])
+    fewer = {
+        method: sorted(seeds)
+        for method, seeds in frame.groupby("method")["seed"].unique().items()
+        if set(seeds) != all_seeds
+    }
+    if fewer:
+        lines.append("")
+    lines += [
+        f"- {method}: seed(s) {', '.join(map(str, seeds))} only."
+        for method, seeds in fewer.items()
+    ]
     average = wide.groupby(level="method").mean()
     lines += ["", "Average over cell types:", "", header]
     for method, row in average.iterrows():
