@@ -214,7 +214,7 @@ def write_table(frame: pd.DataFrame, path: Path, args) -> None:
 
 
 def targets(wide: pd.DataFrame, method: str = "trVAE transfer") -> list[str]:
-    """The issue's goals for ``method``, counted per cell type on the means over seeds."""
+    """The benchmark's goals for ``method``, counted per cell type on the means over seeds."""
     if method not in wide.index.get_level_values("method"):
         return []
     own = wide.xs(method, level="method")
