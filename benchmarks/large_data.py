@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--n-genes", type=int, default=2_000)
     parser.add_argument("--n-conditions", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--predict-chunk", type=int, default=50_000)
+    parser.add_argument("--predict-chunk", type=int, default=25_000)
     parser.add_argument("--generate", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
