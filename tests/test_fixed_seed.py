@@ -1,0 +1,63 @@
+"""Fixed-seed outputs must not move when code is restructured.
+
+``tests/data/fixed_seed_outputs.npz`` holds the outputs of a small model trained with seed 0. It
+is rewritten only on purpose, when a change is meant to move the numbers:
+``python tests/test_fixed_seed.py`` (and the commit says why).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scvi
+from helpers import SMALL, make_counts
+
+from trvae_scvi import TRVAE
+
+REFERENCE = Path(__file__).parent / "data" / "fixed_seed_outputs.npz"
+
+
+def outputs() -> dict[str, np.ndarray]:
+    """Outputs of an mse and an nb model trained with seed 0 on the synthetic counts."""
+    adata = make_counts()
+    control = np.flatnonzero((adata.obs.condition == "c0") & (adata.obs.cell_type == "t0"))
+    reference = np.flatnonzero(adata.obs.cell_type == "t1")
+    result = {}
+    for recon_loss, layer in (("mse", None), ("nb", "counts")):
+        scvi.settings.seed = 0
+        TRVAE.setup_anndata(adata, condition_key="condition", layer=layer)
+        model = TRVAE(adata, recon_loss=recon_loss, **SMALL)
+        model.train(max_epochs=3, enable_progress_bar=False)
+
+        def predict(model=model, **options):
+            scvi.settings.seed = 1
+            return model.predict(
+                indices=control, target_condition="c1", reference_indices=reference, **options
+            ).X
+
+        result[f"{recon_loss}_transfer"] = predict()
+        result[f"{recon_loss}_sampled"] = predict(sample=True)
+        result[f"{recon_loss}_latent_shift"] = predict(method="latent_shift")
+        result[f"{recon_loss}_neuron_edit_y"] = predict(method="neuron_edit")
+        result[f"{recon_loss}_neuron_edit_z"] = predict(
+            method="neuron_edit", neuron_edit_layer="z"
+        )
+        result[f"{recon_loss}_corrected"] = model.get_corrected_expression("c0")
+        result[f"{recon_loss}_latent"] = model.get_latent_representation()
+        result[f"{recon_loss}_mmd"] = model.get_mmd_representation()
+        result[f"{recon_loss}_loss"] = model.history["train_loss"]["train_loss"].to_numpy(float)
+    return result
+
+
+def test_fixed_seed_outputs_unchanged():
+    expected = np.load(REFERENCE)
+    actual = outputs()
+    assert sorted(actual) == sorted(expected.files)
+    for key, value in actual.items():
+        np.testing.assert_allclose(value, expected[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+if __name__ == "__main__":
+    np.savez_compressed(REFERENCE, **outputs())
+    print(f"wrote {REFERENCE}")
