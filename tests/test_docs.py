@@ -46,13 +46,17 @@ def public_api() -> dict[str, object]:
     }
     for name, cls in classes.items():
         api[name] = cls
-        for attribute, value in vars(cls).items():  # own members, not scvi-tools' inherited ones
-            if attribute.startswith("_"):
+        # Members defined in this package (the class and its mixins), not scvi-tools' ones.
+        for klass in cls.__mro__:
+            if not klass.__module__.startswith("trvae_scvi"):
                 continue
-            if isinstance(value, classmethod | staticmethod):
-                value = value.__func__
-            if inspect.isfunction(value) or isinstance(value, property):
-                api[f"{name}.{attribute}"] = value
+            for attribute, value in vars(klass).items():
+                if attribute.startswith("_") or f"{name}.{attribute}" in api:
+                    continue
+                if isinstance(value, classmethod | staticmethod):
+                    value = value.__func__
+                if inspect.isfunction(value) or isinstance(value, property):
+                    api[f"{name}.{attribute}"] = value
     for module in (metrics, pl, benchmarking, datasets):
         for attribute, value in vars(module).items():
             if (

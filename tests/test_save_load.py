@@ -124,3 +124,26 @@ def test_load_foreign_model(synthetic, tmp_path):
     scvi.model.SCVI(adata, n_hidden=8, n_latent=2).save(tmp_path / "scvi_model")
     with pytest.raises(ValueError, match="holds a 'SCVI' model, not a TRVAE"):
         TRVAE.load(tmp_path / "scvi_model", adata=adata)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_load_refuses_a_file_that_would_run_code(trained, tmp_path):
+    _, model = trained
+    model.save(tmp_path / "model")
+    path = tmp_path / "model" / "model.pt"
+    saved = torch.load(path, weights_only=False)
+    marker = tmp_path / "code_ran"
+    saved["attr_dict"]["history_"] = _RunsCode(marker)
+    torch.save(saved, path)
+    with pytest.raises(ValueError, match="could run code, so it was not loaded"):
+        TRVAE.load(tmp_path / "model")
+    assert not marker.exists()

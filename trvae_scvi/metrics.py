@@ -370,7 +370,10 @@ def top_degs(
 
     Examples
     --------
-    >>> degs = top_degs(nk_cells, "condition", "stimulated", "control")  # doctest: +SKIP
+    >>> nk_cells = adata[adata.obs.cell_type == "NK"]
+    >>> degs = top_degs(nk_cells, "condition", "stimulated", "control", n_genes=10)
+    >>> len(degs), "ISG15" in degs
+    (10, True)
 
     """
     for value, argument in ((group, "group"), (reference, "reference")):
@@ -389,8 +392,6 @@ def top_degs(
     sc.tl.rank_genes_groups(
         subset, groupby, groups=[group], reference=reference, method="wilcoxon", n_genes=None
     )
-    result = subset.uns["rank_genes_groups"]
-    names = np.asarray(result["names"][group]).astype(str)
-    scores = np.asarray(result["scores"][group], dtype=np.float64)
-    order = np.argsort(-np.abs(scores), kind="stable")
-    return list(names[order[:n_genes]])
+    ranked = sc.get.rank_genes_groups_df(subset, group)
+    order = np.argsort(-np.abs(ranked["scores"].to_numpy(dtype=np.float64)), kind="stable")
+    return list(ranked["names"].astype(str).to_numpy()[order[:n_genes]])

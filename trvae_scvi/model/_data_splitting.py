@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import torch
-from scvi import REGISTRY_KEYS
+from scvi import REGISTRY_KEYS, settings
 from scvi.dataloaders import DataSplitter
 from torch.utils.data import BatchSampler, DataLoader, WeightedRandomSampler
 
@@ -18,7 +18,9 @@ class ConditionBalancedDataSplitter(DataSplitter):
     from a batch gets no penalty. With ``condition_balanced=True`` each training cell is drawn
     (with replacement) with probability proportional to ``1 / n_cells(its condition)``, so every
     condition fills about the same share of each batch, as in the trVAE paper. An epoch is
-    ``ceil(n_train / batch_size)`` full batches. Validation batches are left as they are.
+    ``ceil(n_train / batch_size)`` full batches (``floor`` with ``drop_last=True``). Loader
+    settings (``num_workers``, ``persistent_workers``, ``pin_memory``) are honoured as by
+    scvi-tools' loaders. Validation batches are left as they are.
 
     Under a distributed strategy (DDP) Lightning hands each process a disjoint share of these
     batches (its ``DistributedSamplerWrapper``), so every process trains on balanced batches too.
@@ -79,17 +81,27 @@ class ConditionBalancedDataSplitter(DataSplitter):
         torch.Size([10, 4])
 
         """
-        loader_kwargs = dict(self.data_loader_kwargs)
         if not self.condition_balanced:
             return super().train_dataloader()
-        batch_size = loader_kwargs.pop("batch_size", None) or 128
-        loader_kwargs.pop("distributed_sampler", None)
-        loader_kwargs.pop("drop_dataset_tail", None)
+        # Loader settings as scvi-tools' AnnDataLoader takes them: workers from scvi.settings
+        # unless given; the batching is ours.
+        loader_kwargs = {
+            "num_workers": settings.dl_num_workers,
+            "persistent_workers": settings.dl_persistent_workers,
+            **self.data_loader_kwargs,
+        }
+        batch_size = loader_kwargs.pop("batch_size", None) or settings.batch_size
+        for key in ("distributed_sampler", "drop_dataset_tail", "shuffle"):
+            loader_kwargs.pop(key, None)
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()[
             self.train_idx
         ]
         weights = 1.0 / np.bincount(codes)[codes]
-        n_batches = math.ceil(len(self.train_idx) / batch_size)
+        n_batches = (
+            max(1, len(self.train_idx) // batch_size)
+            if self.drop_last
+            else math.ceil(len(self.train_idx) / batch_size)
+        )
         sampler = BatchSampler(
             WeightedRandomSampler(
                 torch.as_tensor(weights, dtype=torch.double),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
 
 # Rows read at a time, so that checks never densify (or load, when backed) the whole matrix.
 _CHUNK_ROWS = 10_000
@@ -25,41 +27,48 @@ def _stored_values(block) -> np.ndarray:
     return np.asarray(block.data if sp.issparse(block) else block)
 
 
-def check_finite(matrix, where: str, rows: np.ndarray | None = None) -> None:
-    """Raise if the matrix (or its ``rows``) holds NaN or inf."""
-    for block in row_chunks(matrix, rows):
-        if not np.isfinite(_stored_values(block)).all():
-            raise ValueError(
-                f"{where} contains NaN or infinite values. Remove or impute them first (e.g. "
-                "keep cells with finite values: "
-                "`adata = adata[np.isfinite(np.asarray(adata.X.sum(axis=1))).ravel()]`)."
-            )
+@dataclass
+class MatrixScan:
+    """What one pass over a matrix's rows found (see :func:`scan_matrix`)."""
+
+    finite: bool
+    minimum: float
+    integer: bool
+    gene_sums: np.ndarray
+    cell_sums: np.ndarray
 
 
-def check_counts(matrix, where: str, recon_loss: str, rows: np.ndarray | None = None) -> None:
-    """Raise unless the matrix holds non-negative integers."""
+def scan_matrix(matrix, rows: np.ndarray | None = None) -> MatrixScan:
+    """One pass over the (selected rows of the) matrix, in row blocks, for every check."""
+    finite, integer, minimum = True, True, np.inf
+    gene_sums = np.zeros(matrix.shape[1])
+    cell_sums = []
     for block in row_chunks(matrix, rows):
         values = _stored_values(block)
-        if (values < 0).any() or not np.array_equal(values, np.round(values)):
-            raise ValueError(
-                f"recon_loss={recon_loss!r} needs non-negative integer counts, but {where} holds "
-                "negative or non-integer values. Register raw counts (e.g. "
-                "`TRVAE.setup_anndata(adata, condition_key=..., layer='counts')`) or use "
-                "recon_loss='mse' for log-normalised data."
-            )
+        finite = finite and bool(np.isfinite(values).all())
+        if values.size:
+            minimum = min(minimum, float(values.min()))
+        integer = integer and bool(np.array_equal(values, np.round(values)))
+        gene_sums += np.asarray(block.sum(axis=0, dtype=np.float64)).ravel()
+        cell_sums.append(np.asarray(block.sum(axis=1, dtype=np.float64)).ravel())
+    return MatrixScan(finite, minimum, integer, gene_sums, np.concatenate(cell_sums))
 
 
-def has_negative(matrix) -> bool:
-    """Whether any stored value is negative."""
-    return any((_stored_values(block) < 0).any() for block in row_chunks(matrix))
-
-
-def gene_means(matrix) -> np.ndarray:
-    """Per-gene mean, read in row blocks."""
-    total = np.zeros(matrix.shape[1])
-    for block in row_chunks(matrix):
-        total += np.asarray(block.sum(axis=0, dtype=np.float64)).ravel()
-    return total / matrix.shape[0]
+def check_matrix(scan: MatrixScan, where: str, recon_loss: str | None = None) -> None:
+    """Raise on NaN/inf, and on non-counts for the count likelihoods."""
+    if not scan.finite:
+        raise ValueError(
+            f"{where} contains NaN or infinite values. Remove or impute them first (e.g. "
+            "keep cells with finite values: "
+            "`adata = adata[np.isfinite(np.asarray(adata.X.sum(axis=1))).ravel()]`)."
+        )
+    if recon_loss in ("nb", "zinb") and (scan.minimum < 0 or not scan.integer):
+        raise ValueError(
+            f"recon_loss={recon_loss!r} needs non-negative integer counts, but {where} holds "
+            "negative or non-integer values. Register raw counts (e.g. "
+            "`TRVAE.setup_anndata(adata, condition_key=..., layer='counts')`) or use "
+            "recon_loss='mse' for log-normalised data."
+        )
 
 
 def check_choice(argument: str, value, choices: Sequence) -> None:
@@ -111,7 +120,7 @@ def validate_setup(adata: AnnData, condition_key: str | None, layer: str | None)
     matrix = adata.X if layer is None else adata.layers[layer]
     if matrix is None:
         raise ValueError("adata.X is None; pass the layer that holds the expression.")
-    check_finite(matrix, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
+    check_matrix(scan_matrix(matrix), "adata.X" if layer is None else f"adata.layers[{layer!r}]")
 
 
 def check_same_genes(saved_var_names: np.ndarray, adata: AnnData) -> None:
@@ -195,4 +204,42 @@ def check_can_store(
         raise ValueError(
             f"adata.{attr}[{key!r}] exists already. Pass overwrite=True to replace it, or "
             "another key."
+        )
+
+
+def check_model_settings(
+    hidden_sizes: Sequence[int],
+    n_latent: int,
+    alpha: float,
+    beta: float,
+    kernel_widths: Sequence[float],
+) -> None:
+    """Raise on sizes and weights of :class:`~trvae_scvi.TRVAE` that cannot build a model."""
+    if len(hidden_sizes) == 0 or any(int(h) < 1 for h in hidden_sizes):
+        raise ValueError(
+            f"hidden_sizes={tuple(hidden_sizes)!r} must be a non-empty list of positive "
+            "widths, e.g. (800, 800, 128)."
+        )
+    if n_latent < 1:
+        raise ValueError(f"n_latent={n_latent!r} must be a positive integer, e.g. 20.")
+    if alpha < 0 or beta < 0:
+        raise ValueError(
+            f"alpha={alpha!r} and beta={beta!r} must be non-negative (beta=0 is a CVAE)."
+        )
+    if len(kernel_widths) == 0 or any(w <= 0 for w in kernel_widths):
+        raise ValueError(
+            f"kernel_widths={tuple(kernel_widths)!r} must be a non-empty list of positive "
+            "squared bandwidths."
+        )
+
+
+def check_against_registry(adata: AnnData, registry: dict, extend_categories: bool) -> None:
+    """Genes of a saved model, and (unless new conditions are mapped) its conditions."""
+    fields = registry["field_registries"]
+    check_same_genes(fields[REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"], adata)
+    if not extend_categories:
+        check_known_conditions(
+            adata,
+            registry["setup_args"]["condition_key"],
+            np.asarray(fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]["categorical_mapping"]),
         )

@@ -11,9 +11,9 @@ from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial, Normal, ZeroInflatedNegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
-from torch.distributions import kl_divergence
+from torch.distributions import Distribution, kl_divergence
 
-from trvae_scvi.nn import PAPER_KERNEL_WIDTHS, ConditionalMLP, mmd_between_conditions
+from trvae_scvi.nn import ConditionalMLP, mmd_between_conditions
 
 ReconLoss = Literal["mse", "nb", "zinb"]
 
@@ -25,7 +25,11 @@ class TRVAEModule(BaseModuleClass):
     decoder layer (the *MMD layer*) is pushed towards being condition-invariant by a maximum
     mean discrepancy penalty between the conditions of each mini-batch.
 
-    Loss per mini-batch: ``mean(reconstruction + alpha * kl_weight * KL) + beta * MMD``.
+    Loss per mini-batch: ``mean(reconstruction + kl_weight * KL) + beta * MMD``, where
+    ``kl_weight`` is the training plan's (:class:`~trvae_scvi.TRVAE` sets it to ``alpha``).
+
+    The hyperparameters have no defaults here: :class:`~trvae_scvi.TRVAE` declares them (with
+    their documentation) and passes them through.
 
     Parameters
     ----------
@@ -46,8 +50,6 @@ class TRVAEModule(BaseModuleClass):
         Hidden activation, a key of :data:`trvae_scvi.nn.ACTIVATIONS`.
     recon_loss
         ``"mse"`` for log-normalised data, ``"nb"`` or ``"zinb"`` for counts.
-    alpha
-        Weight of the KL divergence.
     beta
         Weight of the MMD penalty.
     mmd_on
@@ -60,7 +62,13 @@ class TRVAEModule(BaseModuleClass):
     Examples
     --------
     >>> from scvi import REGISTRY_KEYS
-    >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+    >>> from trvae_scvi.nn import PAPER_KERNEL_WIDTHS
+    >>> settings = dict(
+    ...     hidden_sizes=(8, 4), n_latent=2, dropout_rate=0.0, normalization="none",
+    ...     activation="leaky_relu", recon_loss="mse", beta=100.0, mmd_on="y",
+    ...     kernel_widths=PAPER_KERNEL_WIDTHS, mse_output_activation="linear",
+    ... )
+    >>> module = TRVAEModule(n_input=5, n_conditions=2, **settings)
     >>> x = torch.rand(6, 5)
     >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
     >>> tensors = {REGISTRY_KEYS.X_KEY: x, REGISTRY_KEYS.BATCH_KEY: condition}
@@ -74,24 +82,27 @@ class TRVAEModule(BaseModuleClass):
         self,
         n_input: int,
         n_conditions: int,
-        hidden_sizes: Sequence[int] = (800, 800, 128),
-        n_latent: int = 20,
-        dropout_rate: float = 0.0,
-        normalization: Literal["batch", "layer", "none"] = "none",
-        activation: str = "leaky_relu",
-        recon_loss: ReconLoss = "mse",
-        alpha: float = 1e-3,
-        beta: float = 100.0,
-        mmd_on: Literal["y", "z"] = "y",
-        kernel_widths: Sequence[float] = PAPER_KERNEL_WIDTHS,
-        mse_output_activation: Literal["relu", "linear"] = "linear",
+        *,
+        hidden_sizes: Sequence[int],
+        n_latent: int,
+        dropout_rate: float,
+        normalization: Literal["batch", "layer", "none"],
+        activation: str,
+        recon_loss: ReconLoss,
+        beta: float,
+        mmd_on: Literal["y", "z"],
+        kernel_widths: Sequence[float],
+        mse_output_activation: Literal["relu", "linear"],
     ):
         super().__init__()
+        if recon_loss not in ("mse", "nb", "zinb"):
+            raise ValueError(
+                f"recon_loss={recon_loss!r} is not supported; use 'mse', 'nb' or 'zinb'."
+            )
         self.n_input = n_input
         self.n_conditions = n_conditions
         self.n_latent = n_latent
         self.recon_loss = recon_loss
-        self.alpha = alpha
         self.beta = beta
         self.mmd_on = mmd_on
         self.kernel_widths = tuple(float(w) for w in kernel_widths)
@@ -113,13 +124,9 @@ class TRVAEModule(BaseModuleClass):
         self.px_output = nn.Linear(self.decoder.n_output, n_input)
         if recon_loss == "zinb":
             self.px_dropout = nn.Linear(self.decoder.n_output, n_input)
-        if recon_loss in ("nb", "zinb"):
+        if self.is_count_model:
             # Per-gene-and-condition inverse dispersion (log scale).
             self.px_r = nn.Parameter(torch.randn(n_input, n_conditions))
-        elif recon_loss != "mse":
-            raise ValueError(
-                f"recon_loss={recon_loss!r} is not supported; use 'mse', 'nb' or 'zinb'."
-            )
 
     @torch.no_grad()
     def init_output_bias(self, gene_mean: torch.Tensor) -> None:
@@ -142,7 +149,7 @@ class TRVAEModule(BaseModuleClass):
 
         Examples
         --------
-        >>> module = TRVAEModule(n_input=3, n_conditions=2, hidden_sizes=(4,), n_latent=2)
+        >>> module = TRVAEModule(n_input=3, n_conditions=2, **settings)
         >>> module.init_output_bias(torch.tensor([0.5, 1.0, 0.0]))
         >>> module.px_output.bias.tolist()
         [0.5, 1.0, 0.0]
@@ -158,6 +165,11 @@ class TRVAEModule(BaseModuleClass):
     def is_count_model(self) -> bool:
         """Whether the likelihood models raw counts (``nb``/``zinb``)."""
         return self.recon_loss in ("nb", "zinb")
+
+    @property
+    def gene_likelihood(self) -> str:
+        """The likelihood's name, under the attribute scvi-tools' ``RNASeqMixin`` reads."""
+        return self.recon_loss
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"x": tensors[REGISTRY_KEYS.X_KEY], "condition": tensors[REGISTRY_KEYS.BATCH_KEY]}
@@ -176,7 +188,7 @@ class TRVAEModule(BaseModuleClass):
     @auto_move_data
     def inference(
         self, x: torch.Tensor, condition: torch.Tensor, n_samples: int = 1
-    ) -> dict[str, torch.Tensor | torch.distributions.Distribution]:
+    ) -> dict[str, torch.Tensor | Distribution]:
         """Encode ``x`` with its condition: ``q(z | x, s)``, a sample of z, and the log library.
 
         Parameters
@@ -192,13 +204,13 @@ class TRVAEModule(BaseModuleClass):
         Returns
         -------
         dict
-            ``"qz"``: the posterior :class:`~scvi.distributions.Normal`; ``"z"``: a sample,
+            ``"qz"``: the posterior :class:`torch.distributions.Normal`; ``"z"``: a sample,
             shape ``(n_cells, n_latent)`` or ``(n_samples, n_cells, n_latent)``; ``"library"``:
             ``log(max(sum of x, 1))`` per cell, shape ``(n_cells, 1)``.
 
         Examples
         --------
-        >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+        >>> module = TRVAEModule(n_input=5, n_conditions=2, **settings)
         >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
         >>> outputs = module.inference(torch.rand(6, 5), condition, n_samples=3)
         >>> outputs["z"].shape, outputs["library"].shape
@@ -210,7 +222,8 @@ class TRVAEModule(BaseModuleClass):
         hidden = self.encoder(x_in, condition)
         # The clamp keeps exp() finite on extreme inputs; it is never reached in normal training.
         log_var = self.z_log_var(hidden).clamp(-30.0, 30.0)
-        qz = Normal(self.z_mean(hidden), torch.exp(0.5 * log_var) + 1e-4)
+        # torch's Normal, as scvi-tools' VAE uses for q(z): its importance weighting rebuilds it.
+        qz = torch.distributions.Normal(self.z_mean(hidden), torch.exp(0.5 * log_var) + 1e-4)
         z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
         return {"qz": qz, "z": z, "library": library}
 
@@ -221,7 +234,7 @@ class TRVAEModule(BaseModuleClass):
         library: torch.Tensor,
         condition: torch.Tensor,
         transform_batch: int | torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor | torch.distributions.Distribution]:
+    ) -> dict[str, torch.Tensor | Distribution]:
         """Decode z with a condition; ``transform_batch`` replaces every cell's condition.
 
         Parameters
@@ -241,11 +254,11 @@ class TRVAEModule(BaseModuleClass):
         -------
         dict
             ``"y"``: the MMD-layer output, shape ``(..., n_cells, hidden_sizes[-1])``; ``"px"``:
-            the likelihood (see :meth:`decode_mmd_representation`).
+            the likelihood (see :meth:`decode`).
 
         Examples
         --------
-        >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+        >>> module = TRVAEModule(n_input=5, n_conditions=2, **settings)
         >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
         >>> outputs = module.generative(torch.randn(6, 2), torch.zeros(6, 1), condition)
         >>> outputs["y"].shape, outputs["px"].mean.shape
@@ -260,26 +273,61 @@ class TRVAEModule(BaseModuleClass):
             y = self.mmd_layer(z.reshape(-1, z.shape[-1]), condition).reshape(*z.shape[:2], -1)
         else:
             y = self.mmd_layer(z, condition)
-        return {"y": y, "px": self.decode_mmd_representation(y, library, condition)}
+        return {"y": y, "px": self.decode(library, condition, y=y)}
 
     @auto_move_data
-    def decode_mmd_representation(
-        self, y: torch.Tensor, library: torch.Tensor, condition: torch.Tensor
-    ) -> torch.distributions.Distribution:
-        """Likelihood ``px`` from the MMD-layer output ``y``: the decoder part ``g2``.
-
-        The condition only selects the dispersion of the count likelihoods.
+    def encode(self, x: torch.Tensor, condition: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Deterministic representations of cells: posterior mean z, its MMD-layer output y.
 
         Parameters
         ----------
-        y
-            MMD-layer output, shape ``(..., n_cells, hidden_sizes[-1])``.
+        x
+            Expression of shape ``(n_cells, n_input)``.
+        condition
+            Integer condition codes to encode with, shape ``(n_cells, 1)``; y uses the same.
+
+        Returns
+        -------
+        dict
+            ``"z"`` (posterior mean), ``"y"`` (``g1(z, condition)``) and ``"library"``.
+
+        Examples
+        --------
+        >>> module = TRVAEModule(n_input=5, n_conditions=2, **settings)
+        >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
+        >>> encoded = module.encode(torch.rand(6, 5), condition)
+        >>> encoded["z"].shape, encoded["y"].shape
+        (torch.Size([6, 2]), torch.Size([6, 4]))
+
+        """
+        inference = self.inference(x, condition)
+        z = inference["qz"].loc
+        return {"z": z, "y": self.mmd_layer(z, condition), "library": inference["library"]}
+
+    @auto_move_data
+    def decode(
+        self,
+        library: torch.Tensor,
+        condition: torch.Tensor,
+        z: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+    ) -> Distribution:
+        """Likelihood ``px`` of cells decoded from z with ``condition``, or from y directly.
+
+        From z the decoder runs ``g2(g1(z, condition))``; from y (an MMD-layer output) only
+        ``g2``, where the condition merely selects the dispersion of the count likelihoods.
+
+        Parameters
+        ----------
         library
             Log library size of each cell, broadcastable to the output (used by ``"nb"`` and
             ``"zinb"`` only).
         condition
-            Integer condition codes of shape ``(n_cells, 1)`` (used by ``"nb"`` and ``"zinb"``
-            only).
+            Integer condition codes of shape ``(n_cells, 1)``.
+        z
+            Latent codes, shape ``(n_cells, n_latent)``; give either ``z`` or ``y``.
+        y
+            MMD-layer outputs, shape ``(..., n_cells, hidden_sizes[-1])``.
 
         Returns
         -------
@@ -291,40 +339,39 @@ class TRVAEModule(BaseModuleClass):
 
         Examples
         --------
-        >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+        >>> module = TRVAEModule(n_input=5, n_conditions=2, **settings)
         >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
-        >>> px = module.decode_mmd_representation(torch.randn(6, 4), torch.zeros(6, 1), condition)
-        >>> px.mean.shape
+        >>> module.decode(torch.zeros(6, 1), condition, z=torch.randn(6, 2)).mean.shape
         torch.Size([6, 5])
 
         """
+        if (z is None) == (y is None):
+            raise ValueError("Pass exactly one of z and y to decode.")
+        if y is None:
+            y = self.mmd_layer(z, condition)
         hidden = self.decoder(y.reshape(-1, y.shape[-1])).reshape(*y.shape[:-1], -1)
         out = self.px_output(hidden)
         if self.recon_loss == "mse":
             mean = F.relu(out) if self.mse_output_activation == "relu" else out
-            px = Normal(mean, torch.ones_like(mean), normal_mu=mean)
-        else:
-            scale = torch.softmax(out, dim=-1)
-            rate = torch.exp(library) * scale
-            onehot = F.one_hot(condition.reshape(-1).long(), self.n_conditions).to(out.dtype)
-            theta = torch.exp(onehot @ self.px_r.T).reshape(out.shape)
-            if self.recon_loss == "nb":
-                px = NegativeBinomial(mu=rate, theta=theta, scale=scale)
-            else:
-                zi_logits = self.px_dropout(hidden)
-                px = ZeroInflatedNegativeBinomial(
-                    mu=rate, theta=theta, zi_logits=zi_logits, scale=scale
-                )
-        return px
+            return Normal(mean, torch.ones_like(mean), normal_mu=mean)
+        scale = torch.softmax(out, dim=-1)
+        rate = torch.exp(library) * scale
+        onehot = F.one_hot(condition.reshape(-1).long(), self.n_conditions).to(out.dtype)
+        theta = torch.exp(onehot @ self.px_r.T).reshape(out.shape)
+        if self.recon_loss == "nb":
+            return NegativeBinomial(mu=rate, theta=theta, scale=scale)
+        return ZeroInflatedNegativeBinomial(
+            mu=rate, theta=theta, zi_logits=self.px_dropout(hidden), scale=scale
+        )
 
     def loss(
         self,
         tensors: dict[str, torch.Tensor],
-        inference_outputs: dict[str, torch.Tensor | torch.distributions.Distribution],
-        generative_outputs: dict[str, torch.Tensor | torch.distributions.Distribution],
+        inference_outputs: dict[str, torch.Tensor | Distribution],
+        generative_outputs: dict[str, torch.Tensor | Distribution],
         kl_weight: float = 1.0,
     ) -> LossOutput:
-        """Reconstruction + alpha * KL + beta * MMD, with the MMD logged as ``mmd``.
+        """Reconstruction + kl_weight * KL + beta * MMD, with the MMD logged as ``mmd``.
 
         Parameters
         ----------
@@ -336,12 +383,13 @@ class TRVAEModule(BaseModuleClass):
         generative_outputs
             Output of :meth:`generative` (``"px"``, ``"y"``).
         kl_weight
-            Factor on ``alpha`` (the KL warm-up of the training plan).
+            Weight of the KL divergence: the training plan's, which :class:`~trvae_scvi.TRVAE`
+            sets to ``alpha``; 1 (the ELBO) outside training.
 
         Returns
         -------
         scvi.module.base.LossOutput
-            ``loss`` the scalar ``mean(reconstruction + alpha * kl_weight * KL) + beta * MMD``;
+            ``loss`` the scalar ``mean(reconstruction + kl_weight * KL) + beta * MMD``;
             per-cell ``reconstruction_loss`` (squared error for ``"mse"``, negative
             log-likelihood otherwise) and ``kl_local``; ``extra_metrics["mmd"]``.
 
@@ -352,8 +400,7 @@ class TRVAEModule(BaseModuleClass):
 
         Examples
         --------
-        >>> from scvi import REGISTRY_KEYS
-        >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+        >>> module = TRVAEModule(n_input=5, n_conditions=2, **settings)
         >>> x = torch.rand(6, 5)
         >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
         >>> inference_outputs = module.inference(x, condition)
@@ -361,9 +408,9 @@ class TRVAEModule(BaseModuleClass):
         ...     inference_outputs["z"], inference_outputs["library"], condition
         ... )
         >>> tensors = {REGISTRY_KEYS.X_KEY: x, REGISTRY_KEYS.BATCH_KEY: condition}
-        >>> output = module.loss(tensors, inference_outputs, generative_outputs)
-        >>> output.loss.shape, bool(output.extra_metrics["mmd"] >= 0)
-        (torch.Size([]), True)
+        >>> output = module.loss(tensors, inference_outputs, generative_outputs, kl_weight=1e-3)
+        >>> sorted(output.extra_metrics)
+        ['mmd']
 
         """
         x = tensors[REGISTRY_KEYS.X_KEY]
@@ -373,7 +420,8 @@ class TRVAEModule(BaseModuleClass):
         else:
             reconstruction = -px.log_prob(x).sum(-1)
         qz = inference_outputs["qz"]
-        kl = kl_divergence(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(-1)
+        prior = torch.distributions.Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
+        kl = kl_divergence(qz, prior).sum(-1)
         representation = generative_outputs["y"] if self.mmd_on == "y" else inference_outputs["z"]
         mmd = mmd_between_conditions(
             representation,
@@ -381,7 +429,7 @@ class TRVAEModule(BaseModuleClass):
             self.n_conditions,
             self.kernel_widths,
         )
-        loss = torch.mean(reconstruction + self.alpha * kl_weight * kl) + self.beta * mmd
+        loss = torch.mean(reconstruction + kl_weight * kl) + self.beta * mmd
         if not torch.isfinite(loss):
             # Stop before the optimizer writes NaN into the weights.
             raise FloatingPointError(
@@ -397,28 +445,57 @@ class TRVAEModule(BaseModuleClass):
             extra_metrics={"mmd": mmd},
         )
 
-    @auto_move_data
-    def mmd_representation(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """Output ``y = g1(z, s)`` of the first decoder layer.
+    @torch.inference_mode()
+    def sample(
+        self,
+        tensors: dict[str, torch.Tensor],
+        n_samples: int = 1,
+        generative_kwargs: dict | None = None,
+    ) -> torch.Tensor:
+        """Draws from the posterior predictive of a count model (scvi-tools' ``sample``).
 
         Parameters
         ----------
-        z
-            Latent codes, shape ``(n_cells, n_latent)``.
-        condition
-            Integer condition codes of shape ``(n_cells, 1)``.
+        tensors
+            A mini-batch, as in :meth:`loss`.
+        n_samples
+            Number of draws per cell.
+        generative_kwargs
+            Passed to :meth:`generative` (e.g. ``transform_batch``).
 
         Returns
         -------
         torch.Tensor
-            Shape ``(n_cells, hidden_sizes[-1])``.
+            Counts on the CPU, shape ``(n_cells, n_input)``, or
+            ``(n_cells, n_input, n_samples)`` for ``n_samples > 1``.
+
+        Raises
+        ------
+        NotImplementedError
+            For ``recon_loss="mse"``, whose unit-variance Gaussian is a loss, not a model of
+            the data's noise.
 
         Examples
         --------
-        >>> module = TRVAEModule(n_input=5, n_conditions=2, hidden_sizes=(8, 4), n_latent=2)
+        >>> counts = TRVAEModule(n_input=5, n_conditions=2, **{**settings, "recon_loss": "nb"})
         >>> condition = torch.tensor([[0], [0], [0], [1], [1], [1]])
-        >>> module.mmd_representation(torch.randn(6, 2), condition).shape
-        torch.Size([6, 4])
+        >>> tensors = {REGISTRY_KEYS.X_KEY: torch.ones(6, 5), REGISTRY_KEYS.BATCH_KEY: condition}
+        >>> counts.sample(tensors, n_samples=3).shape
+        torch.Size([6, 5, 3])
 
         """
-        return self.mmd_layer(z, condition)
+        if not self.is_count_model:
+            raise NotImplementedError(
+                "Posterior predictive samples need a count likelihood; this model has "
+                "recon_loss='mse'. Use TRVAE.predict(..., sample=True) for draws of predicted "
+                "cells in the data's log space."
+            )
+        _, generative_outputs = self.forward(
+            tensors,
+            inference_kwargs={"n_samples": n_samples},
+            generative_kwargs=generative_kwargs,
+            compute_loss=False,
+        )
+        draws = generative_outputs["px"].sample().cpu()
+        # scvi-tools' convention: (n_samples, n_cells, n_genes) -> (n_cells, n_genes, n_samples)
+        return draws.permute(1, 2, 0) if n_samples > 1 else draws

@@ -43,7 +43,8 @@ class ConditionalMLP(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> mlp = ConditionalMLP(10, [8, 4], n_conditions=2)
+    >>> layer = dict(dropout_rate=0.0, normalization="none", activation="leaky_relu")
+    >>> mlp = ConditionalMLP(10, [8, 4], n_conditions=2, **layer)
     >>> mlp(torch.randn(3, 10), torch.tensor([[0], [1], [1]])).shape
     torch.Size([3, 4])
 
@@ -54,9 +55,10 @@ class ConditionalMLP(nn.Module):
         n_input: int,
         layer_sizes: Sequence[int],
         n_conditions: int = 0,
-        dropout_rate: float = 0.2,
-        normalization: Literal["batch", "layer", "none"] = "batch",
-        activation: str = "leaky_relu",
+        *,
+        dropout_rate: float,
+        normalization: Literal["batch", "layer", "none"],
+        activation: str,
     ):
         super().__init__()
         sizes = [n_input, *layer_sizes]
@@ -95,7 +97,8 @@ class ConditionalMLP(nn.Module):
         Examples
         --------
         >>> import torch
-        >>> mlp = ConditionalMLP(6, [4], n_conditions=3)
+        >>> layer = dict(dropout_rate=0.0, normalization="none", activation="leaky_relu")
+        >>> mlp = ConditionalMLP(6, [4], n_conditions=3, **layer)
         >>> mlp.forward(torch.randn(5, 6), torch.tensor([[0], [1], [2], [0], [1]])).shape
         torch.Size([5, 4])
 

@@ -1,0 +1,175 @@
+"""What predict returns: count outputs, sampling without target cells, the reference cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scvi
+import torch
+from helpers import SMALL, make_counts
+
+from trvae_scvi import TRVAE
+
+
+@pytest.fixture(scope="module", params=["nb", "zinb"])
+def count_model(request):
+    scvi.settings.seed = 0
+    adata = make_counts()
+    TRVAE.setup_anndata(adata, condition_key="condition", layer="counts")
+    model = TRVAE(adata, recon_loss=request.param, **SMALL)
+    model.train(max_epochs=3, enable_progress_bar=False)
+    return model
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_count_outputs_match_a_hand_computation(count_model, sample):
+    model = count_model
+    counts = model.adata.layers["counts"].toarray()
+    cells = np.arange(30)
+    library = np.maximum(counts[cells].sum(1, keepdims=True), 1)
+    assert model.median_library_size_ == np.median(counts.sum(1))
+
+    scvi.settings.seed = 3
+    predicted = model.predict(indices=cells, target_condition="c1", sample=sample)
+    info = predicted.uns["trVAE_predict"]
+    assert info["target_sum"] == model.median_library_size_
+    # The log-normalised layer is computed from X itself: the draws when sampling.
+    np.testing.assert_allclose(
+        predicted.layers["log_normalized"],
+        np.log1p(predicted.X / library * model.median_library_size_),
+        rtol=1e-5,
+    )
+    if sample:
+        np.testing.assert_array_equal(predicted.X, np.round(predicted.X))
+        return
+    # Expected counts by hand from the module: mean of the likelihood, zero-inflation included.
+    module = model.module.eval()
+    with torch.no_grad():
+        x = torch.as_tensor(counts[cells])
+        own = torch.as_tensor(model.adata.obs.condition.cat.codes.to_numpy()[cells]).long()[
+            :, None
+        ]
+        z = module.inference(x, own)["qz"].loc
+        px = module.decode(torch.log(x.sum(1, keepdim=True)), torch.ones_like(own), z=z)
+        expected = px.mu * (1 - px.zi_probs) if model.module.recon_loss == "zinb" else px.mu
+    np.testing.assert_allclose(predicted.X, expected.numpy(), rtol=1e-4)
+    chosen = model.predict(indices=cells, target_condition="c1", target_sum=1e4)
+    assert chosen.uns["trVAE_predict"]["target_sum"] == 1e4
+    np.testing.assert_allclose(
+        chosen.layers["log_normalized"], np.log1p(chosen.X / library * 1e4), rtol=1e-5
+    )
+
+
+def test_sampling_without_cells_of_the_target_condition_fails_clearly(tmp_path):
+    scvi.settings.seed = 0
+    adata = make_counts()
+    TRVAE.setup_anndata(adata, condition_key="condition")
+    model = TRVAE(adata, **SMALL)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    model.save(tmp_path / "model")
+
+    # A model loaded with a subset that lacks the target condition.
+    only_c0 = adata[adata.obs.condition == "c0"].copy()
+    loaded = TRVAE.load(tmp_path / "model", only_c0)
+    with pytest.raises(ValueError, match="holds 0 of them"):
+        loaded.predict(target_condition="c1", sample=True)
+    assert np.isfinite(loaded.predict(target_condition="c1").X).all()
+
+    # A query mapped as a new condition: its model holds only that condition's cells.
+    query = make_counts(n_cells=60, seed=1)
+    query.obs["condition"] = "c_new"
+    query_model = TRVAE.load_query_data(query, str(tmp_path / "model"))
+    query_model.train(max_epochs=1, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="target_condition='c0'"):
+        query_model.predict(target_condition="c0", sample=True)
+    drawn = query_model.predict(target_condition="c_new", sample=True).X
+    assert np.isfinite(drawn).all()
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """A model trained without the c1 cells of type t0, and all cells beside it."""
+    scvi.settings.seed = 0
+    adata = make_counts(n_cells=300)
+    held = ((adata.obs.cell_type == "t0") & (adata.obs.condition == "c1")).to_numpy()
+    train = adata[~held].copy()
+    TRVAE.setup_anndata(train, condition_key="condition")
+    model = TRVAE(train, **SMALL)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    return adata, train, model
+
+
+def test_default_reference_never_uses_a_new_adatas_target_cells(held_out):
+    adata, train, model = held_out
+    t0_control = lambda a: np.flatnonzero(  # noqa: E731
+        ((a.obs.cell_type == "t0") & (a.obs.condition == "c0")).to_numpy()
+    )
+    kwargs = {"target_condition": "c1", "method": "neuron_edit"}
+    from_model = model.predict(indices=t0_control(train), **kwargs).X
+    # The user's full AnnData holds the real c1 cells of t0: they must not become the reference.
+    from_full = model.predict(adata, indices=t0_control(adata), **kwargs).X
+    np.testing.assert_allclose(from_full, from_model, rtol=1e-5, atol=1e-6)
+    leaking = np.setdiff1d(np.arange(adata.n_obs), t0_control(adata))
+    with pytest.raises(ValueError, match=r"holds 'c1' cells of \['t0'\].*would leak"):
+        model.predict(
+            adata,
+            indices=t0_control(adata),
+            reference_indices=leaking,
+            cell_type_key="cell_type",
+            **kwargs,
+        )
+
+
+def test_cell_type_key_keeps_predicted_types_out_of_the_default_reference(held_out):
+    adata, _, _ = held_out
+    scvi.settings.seed = 0
+    full = adata.copy()
+    TRVAE.setup_anndata(full, condition_key="condition")
+    model = TRVAE(full, **SMALL)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    t0_control = np.flatnonzero((full.obs.cell_type == "t0") & (full.obs.condition == "c0"))
+    t1 = np.flatnonzero((full.obs.cell_type == "t1").to_numpy())
+    kwargs = {"indices": t0_control, "target_condition": "c1", "method": "latent_shift"}
+    by_type = model.predict(cell_type_key="cell_type", **kwargs).X
+    explicit = model.predict(reference_indices=t1, **kwargs).X
+    # One reference type: the balanced shift equals the plain one over its cells.
+    np.testing.assert_allclose(by_type, explicit, rtol=1e-5, atol=1e-6)
+    without = model.predict(**kwargs).X  # includes t0's own c1 cells: another answer
+    assert not np.allclose(without, explicit, atol=1e-4)
+
+
+def test_latent_shift_is_balanced_over_cell_types(held_out):
+    _, train, model = held_out
+    train = train.copy()
+    # Three reference types of very different sizes.
+    rng = np.random.default_rng(0)
+    train.obs["group"] = np.where(
+        train.obs.cell_type == "t0", "t0", rng.choice(["a", "b"], train.n_obs, p=[0.9, 0.1])
+    )
+    control = np.flatnonzero(
+        ((train.obs.group == "t0") & (train.obs.condition == "c0")).to_numpy()
+    )
+    predicted = model.predict(
+        train,
+        indices=control,
+        target_condition="c1",
+        method="latent_shift",
+        reference_indices=np.flatnonzero((train.obs.group != "t0").to_numpy()),
+        cell_type_key="group",
+    ).X
+    z = torch.as_tensor(model.get_latent_representation(train))
+    groups, conditions = train.obs.group.to_numpy(), train.obs.condition.to_numpy()
+    shift = torch.stack(
+        [
+            z[(groups == g) & (conditions == "c1")].mean(0)
+            - z[(groups == g) & (conditions == "c0")].mean(0)
+            for g in ("a", "b")
+        ]
+    ).mean(0)
+    module = model.module.eval()
+    with torch.no_grad():
+        source = torch.zeros(len(control), 1, dtype=torch.long)
+        x = torch.as_tensor(train.X[control].toarray())
+        z_cells = module.inference(x, source)["qz"].loc
+        expected = module.decode(torch.zeros(len(control), 1), source, z=z_cells + shift).mean
+    np.testing.assert_allclose(predicted, expected.numpy(), rtol=1e-4, atol=1e-5)
