@@ -51,6 +51,8 @@ def _doctest_namespace(request, doctest_namespace, tmp_path):
             normalization="none",
             activation="leaky_relu",
             recon_loss="mse",
+            eta=1.0,
+            loss_reduction="sum",
             beta=100.0,
             mmd_on="y",
             kernel_widths=trvae_scvi.nn.PAPER_KERNEL_WIDTHS,

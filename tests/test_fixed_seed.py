@@ -37,8 +37,10 @@ def outputs() -> dict[str, np.ndarray]:
                 indices=control, target_condition="c1", reference_indices=reference, **options
             ).X
 
-        result[f"{recon_loss}_transfer"] = predict()
-        result[f"{recon_loss}_sampled"] = predict(sample=True)
+        result[f"{recon_loss}_transfer"] = predict(method="transfer")
+        result[f"{recon_loss}_sampled"] = predict(method="transfer", sample=True)
+        result[f"{recon_loss}_calibrated"] = predict(method="calibrated")
+        result[f"{recon_loss}_calibrated_sampled"] = predict(method="calibrated", sample=True)
         result[f"{recon_loss}_latent_shift"] = predict(method="latent_shift")
         result[f"{recon_loss}_neuron_edit_y"] = predict(method="neuron_edit")
         result[f"{recon_loss}_neuron_edit_z"] = predict(

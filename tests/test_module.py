@@ -12,6 +12,8 @@ SETTINGS = {
     "normalization": "none",
     "activation": "leaky_relu",
     "recon_loss": "mse",
+    "eta": 1.0,
+    "loss_reduction": "sum",
     "beta": 100.0,
     "mmd_on": "y",
     "kernel_widths": PAPER_KERNEL_WIDTHS,

@@ -84,10 +84,16 @@ class TRVAE(
     recon_loss
         ``"mse"`` on log-normalised data (the paper's setting), or ``"nb"``/``"zinb"`` on raw
         counts, with observed library size and a per-gene-and-condition dispersion.
+    eta
+        Weight of the reconstruction (the paper's η).
+    loss_reduction
+        ``"sum"``: each cell's reconstruction summed over genes, its KL over latent
+        dimensions; ``"mean"``: both averaged, with half the squared error for ``"mse"``, as
+        in the paper's code, so that the balance of the terms does not change with the
+        number of genes.
     alpha
         Weight of the KL divergence: the training plan's ``max_kl_weight``, which
-        :meth:`train` sets to it. The reconstruction is a sum over genes, so a small weight
-        keeps z informative, as the paper's ``alpha/eta = 1e-7`` did.
+        :meth:`train` sets to it.
     beta
         Weight of the MMD penalty (100, the paper's).
     mmd_on
@@ -131,6 +137,8 @@ class TRVAE(
         normalization: Literal["batch", "layer", "none"] = "none",
         activation: Literal["leaky_relu", "relu", "elu", "gelu"] = "leaky_relu",
         recon_loss: ReconLoss = "mse",
+        eta: float = 1.0,
+        loss_reduction: Literal["sum", "mean"] = "sum",
         alpha: float = 1e-3,
         beta: float = 100.0,
         mmd_on: Literal["y", "z"] = "y",
@@ -139,11 +147,12 @@ class TRVAE(
     ):
         super().__init__(adata)
         check_choice("recon_loss", recon_loss, ("mse", "nb", "zinb"))
+        check_choice("loss_reduction", loss_reduction, ("sum", "mean"))
         check_choice("mmd_on", mmd_on, ("y", "z"))
         check_choice("normalization", normalization, ("batch", "layer", "none"))
         check_choice("activation", activation, tuple(ACTIVATIONS))
         check_choice("mse_output_activation", mse_output_activation, ("relu", "linear"))
-        check_model_settings(hidden_sizes, n_latent, alpha, beta, kernel_widths)
+        check_model_settings(hidden_sizes, n_latent, eta, alpha, beta, kernel_widths)
         matrix, where = self._registered_matrix(self.adata)
         scan = scan_matrix(matrix)
         check_matrix(scan, where, recon_loss)
@@ -164,6 +173,8 @@ class TRVAE(
             normalization=normalization,
             activation=activation,
             recon_loss=recon_loss,
+            eta=eta,
+            loss_reduction=loss_reduction,
             beta=beta,
             mmd_on=mmd_on,
             kernel_widths=kernel_widths,

@@ -218,22 +218,32 @@ class OutputsMixin:
 
     @torch.inference_mode()
     def _encode(
-        self, adata: AnnData, indices: np.ndarray, source_code: int | None, batch_size: int | None
+        self,
+        adata: AnnData,
+        indices: np.ndarray,
+        source_code: int | None,
+        batch_size: int | None,
+        residual: bool = False,
     ) -> Cells:
         """Posterior mean z, its MMD-layer output y and log library of cells.
 
-        Cells are encoded with their own condition, or all with ``source_code``.
+        Cells are encoded with their own condition, or all with ``source_code``. With
+        ``residual`` (``mse`` models), also each cell's residual ``x - g(z, s)`` from its
+        reconstruction with the condition it was encoded with: the noise of draws.
         """
         self.module.eval()
-        parts = {"z": [], "y": [], "library": []}
+        parts = {"z": [], "y": [], "library": [], "residual": []}
         for tensors in self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size):
-            condition = tensors[REGISTRY_KEYS.BATCH_KEY]
+            x, condition = tensors[REGISTRY_KEYS.X_KEY], tensors[REGISTRY_KEYS.BATCH_KEY]
             if source_code is not None:
                 condition = torch.full_like(condition, source_code)
-            encoded = self.module.encode(tensors[REGISTRY_KEYS.X_KEY], condition)
+            encoded = self.module.encode(x, condition)
+            if residual:
+                px = self.module.decode(encoded["library"], condition, y=encoded["y"])
+                encoded["residual"] = x.to(px.mean.device) - px.mean
             for key, value in encoded.items():
                 parts[key].append(value.cpu())
-        return {key: torch.cat(value) for key, value in parts.items()}
+        return {key: torch.cat(value) for key, value in parts.items() if value}
 
     @torch.inference_mode()
     def _decode(
@@ -242,13 +252,13 @@ class OutputsMixin:
         condition_code: int,
         batch_size: int | None,
         sample: bool = False,
-        mse_noise: tuple[torch.Tensor, bool] | None = None,
+        residual: torch.Tensor | None = None,
         **decode_input: torch.Tensor,
     ) -> np.ndarray:
         """Decode ``z`` or ``y`` of cells with one condition: the one decoding loop.
 
-        Returns expected values or, with ``sample``, draws (count models: from ``px``; mse:
-        ``mse_noise = (per-gene sd, clip at 0)``).
+        Returns expected values or, with ``sample``, draws: count models draw from ``px``;
+        ``mse`` models add each cell's own ``residual`` (see :meth:`_encode`).
         """
         self.module.eval()
         n_cells = library.shape[0]
@@ -262,14 +272,12 @@ class OutputsMixin:
             px = self.module.decode(
                 library[rows], condition[rows], **{k: v[rows] for k, v in decode_input.items()}
             )
-            if not sample:
-                drawn = px.mean
-            elif self.module.is_count_model:
+            if sample and self.module.is_count_model:
                 drawn = px.sample()
+            elif sample:
+                drawn = px.mean + residual[rows].to(px.mean.device)
             else:
-                sd, clip = mse_noise
-                drawn = px.mean + torch.randn_like(px.mean) * sd.to(px.mean.device)
-                drawn = drawn.clamp_min(0.0) if clip else drawn
+                drawn = px.mean
             values[rows] = drawn.cpu().numpy()
         return values
 

@@ -7,20 +7,24 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial
 
 from trvae_scvi.nn import neuron_edit
 
 from ._outputs import Cells
-from ._validation import check_choice, check_indices
+from ._validation import check_choice, check_indices, row_chunks
 
-METHODS = ("transfer", "latent_shift", "neuron_edit")
+METHODS = ("calibrated", "transfer", "latent_shift", "neuron_edit")
+# Chosen on the tuning tasks of benchmarks/tune_defaults.py (see docs/method.md).
+DEFAULT_CALIBRATION_WEIGHT = 1.0
 
 
 class PredictionMixin:
-    """``predict`` of TRVAE, with the reference cells and noise its methods need."""
+    """``predict`` of TRVAE, with the reference cells its methods need."""
 
     def predict(
         self,
@@ -28,9 +32,10 @@ class PredictionMixin:
         indices: Sequence[int] | None = None,
         target_condition: str | None = None,
         source_condition: str | None = None,
-        method: Literal["transfer", "latent_shift", "neuron_edit"] = "transfer",
+        method: Literal["calibrated", "transfer", "latent_shift", "neuron_edit"] = "calibrated",
         reference_indices: Sequence[int] | None = None,
         cell_type_key: str | None = None,
+        calibration_weight: float = DEFAULT_CALIBRATION_WEIGHT,
         neuron_edit_layer: Literal["y", "z"] = "y",
         n_percentiles: int = 100,
         sample: bool = False,
@@ -42,7 +47,13 @@ class PredictionMixin:
         ``method`` chooses how, always with this model's encoder and decoder, so that only the
         method differs:
 
-        - ``"transfer"`` (trVAE): encode each cell with its own condition (or
+        - ``"calibrated"`` (default): trVAE's transfer, calibrated on reference cells measured
+          in both conditions. The prediction is each cell's profile in its own condition, plus
+          the reference's real mean change, plus ``calibration_weight`` times how much the
+          model's change for this cell differs from its change for the reference (so the
+          model's error on the reference cancels). Weight 0 is the mean-shift baseline
+          (denoised); 1 is the transfer with the model's mean error on the reference removed.
+        - ``"transfer"`` (trVAE as published): encode each cell with its own condition (or
           ``source_condition``), decode with ``target_condition``.
         - ``"latent_shift"``: vector arithmetic in z, as scGen does in its unconditional VAE:
           add the reference's mean z of the target minus the source condition to each cell's
@@ -53,8 +64,8 @@ class PredictionMixin:
           with the percentile map from the reference's source cells to its target cells
           (:func:`trvae_scvi.nn.neuron_edit`), then decode (z: with the source condition).
 
-        The two reference-based methods need one source condition (``source_condition``, or
-        the one condition of all selected cells) and reference cells of both conditions.
+        All but ``"transfer"`` need one source condition (``source_condition``, or the one
+        condition of all selected cells) and reference cells of both conditions.
 
         Parameters
         ----------
@@ -67,7 +78,7 @@ class PredictionMixin:
         source_condition
             Condition to encode with, for every cell; ``None`` uses each cell's own.
         method
-            ``"transfer"``, ``"latent_shift"`` or ``"neuron_edit"``.
+            ``"calibrated"``, ``"transfer"``, ``"latent_shift"`` or ``"neuron_edit"``.
         reference_indices
             For the reference-based methods: positions in ``adata`` of the cells whose source
             and target conditions define the shift or the map (e.g. the other cell types).
@@ -80,17 +91,20 @@ class PredictionMixin:
             any grouping whose response is predicted (patient, study). Keeps the predicted
             types out of the reference (a reference holding target-condition cells of a
             predicted type is refused) and balances ``"latent_shift"`` over types.
+        calibration_weight
+            Weight of the model's own cell-specific change in ``"calibrated"``, between 0 and
+            1 (see ``docs/method.md`` for how the default was chosen).
         neuron_edit_layer
             Layer edited by ``"neuron_edit"``: ``"y"`` (MMD layer) or ``"z"``.
         n_percentiles
             Percentiles of the NeuronEdit map.
         sample
-            Draw each cell's prediction instead of returning its expected value. Decoded means
-            shrink the per-gene variance; draws restore it. ``"nb"``/``"zinb"`` draw from the
-            likelihood; ``"mse"`` adds Gaussian noise with each gene's residual sd over the
-            model's own cells of ``target_condition`` (reconstructed with their condition),
-            clipped at 0 when those cells' values are non-negative. Uses torch's random state
-            (set by ``scvi.settings.seed``).
+            Draw each cell's prediction instead of returning its expected value: expected
+            values shrink the per-gene variance; draws restore it without moving the means.
+            ``"nb"``/``"zinb"`` draw from the likelihood (torch's random state, set by
+            ``scvi.settings.seed``); ``"mse"`` adds to each cell's expected prediction its own
+            residual from its reconstruction in its own condition, so the noise is that of
+            real cells, genes with zeros keep them, and nothing is clipped.
         target_sum
             Count models: total counts per cell of ``layers["log_normalized"]``; ``None`` uses
             the median library size of the model's training cells.
@@ -114,7 +128,9 @@ class PredictionMixin:
         --------
         >>> is_nk = adata.obs.cell_type == "NK"
         >>> control_nk = np.flatnonzero(is_nk & (adata.obs.condition == "control"))
-        >>> predicted = model.predict(indices=control_nk, target_condition="stimulated")
+        >>> predicted = model.predict(
+        ...     indices=control_nk, target_condition="stimulated", cell_type_key="cell_type"
+        ... )
         >>> predicted.shape == (len(control_nk), adata.n_vars)
         True
         >>> edited = model.predict(
@@ -129,77 +145,135 @@ class PredictionMixin:
         """
         check_choice("method", method, METHODS)
         check_choice("neuron_edit_layer", neuron_edit_layer, ("y", "z"))
+        if not 0 <= calibration_weight <= 1:
+            raise ValueError(f"calibration_weight={calibration_weight!r} must lie in [0, 1].")
         adata, indices = self._prepare(adata, indices)
         target_code = self._condition_code(target_condition, "target_condition")
         own = adata.obs[self.condition_key].iloc[indices].astype(str).to_numpy()
         if method != "transfer" and source_condition is None:
             source_condition = _one_condition(own, method)
         source_code = None if source_condition is None else self._condition_code(source_condition)
-        cells = self._encode(adata, indices, source_code, batch_size)
-        if method == "transfer":
-            decode_code, decode_input = target_code, {"z": cells["z"]}
-        else:
+        target_sum = float(target_sum or self.median_library_size_)
+        residual = sample and not self.module.is_count_model
+        cells = self._encode(adata, indices, source_code, batch_size, residual)
+        reference = None
+        if method != "transfer":
             reference = self._reference_cells(
                 adata, indices, reference_indices, cell_type_key, source_code, target_code
             )
-            source, target = (self._encode(*group, None, batch_size) for group in reference)
-            if method == "latent_shift":
-                shift = _latent_shift(source, target, *self._types(reference, cell_type_key))
-                decode_code, decode_input = source_code, {"z": cells["z"] + shift}
-            else:
-                decode_code, decode_input = _neuron_edit(
-                    cells, source, target, neuron_edit_layer, n_percentiles, source_code,
-                    target_code,
-                )  # fmt: skip
-        mse_noise = (
-            self._residual_noise(target_code, batch_size)
-            if sample and not self.module.is_count_model
-            else None
-        )
-        prediction = self._decode(
-            cells["library"], decode_code, batch_size, sample, mse_noise, **decode_input
-        )
+        if method == "calibrated":
+            prediction = self._calibrated(
+                adata, indices, cells, reference, source_code, target_code,
+                calibration_weight, sample, target_sum, batch_size,
+            )  # fmt: skip
+        else:
+            decode_code, decode_input = self._edit(
+                method, cells, reference, cell_type_key, source_code, target_code,
+                neuron_edit_layer, n_percentiles, batch_size,
+            )  # fmt: skip
+            prediction = self._decode(
+                cells["library"], decode_code, batch_size, sample, cells.get("residual"),
+                **decode_input,
+            )  # fmt: skip
+        settings = {"method": method, "sample": sample}
+        if method == "calibrated":
+            settings["calibration_weight"] = calibration_weight
+        if method == "neuron_edit":
+            settings.update(neuron_edit_layer=neuron_edit_layer, n_percentiles=n_percentiles)
         return self._prediction_anndata(
             adata, indices, own, prediction, cells["library"], target_condition,
-            source_condition, target_sum,
-            method=method, sample=sample,
-            **({"neuron_edit_layer": neuron_edit_layer, "n_percentiles": n_percentiles}
-               if method == "neuron_edit" else {}),
+            source_condition, target_sum, **settings,
         )  # fmt: skip
 
-    @torch.inference_mode()
-    def _residual_noise(
-        self, target_code: int, batch_size: int | None
-    ) -> tuple[torch.Tensor, bool]:
-        """Per-gene sd of the reconstruction residuals of the model's cells of one condition.
+    def _edit(
+        self,
+        method: str,
+        cells: Cells,
+        reference: list[tuple[AnnData, np.ndarray]] | None,
+        cell_type_key: str | None,
+        source_code: int | None,
+        target_code: int,
+        neuron_edit_layer: str,
+        n_percentiles: int,
+        batch_size: int | None,
+    ) -> tuple[int, Cells]:
+        """The condition and the z or y to decode the cells with, for the decoding methods."""
+        if method == "transfer":
+            return target_code, {"z": cells["z"]}
+        source, target = (self._encode(*group, None, batch_size) for group in reference)
+        if method == "latent_shift":
+            shift = _latent_shift(source, target, *self._types(reference, cell_type_key))
+            return source_code, {"z": cells["z"] + shift}
+        edited = neuron_edit(
+            cells[neuron_edit_layer].numpy(),
+            source[neuron_edit_layer].numpy(),
+            target[neuron_edit_layer].numpy(),
+            n_percentiles,
+        )
+        # An edited z is decoded through g1 with the source condition; an edited y is already
+        # the target's MMD-layer output.
+        code = source_code if neuron_edit_layer == "z" else target_code
+        return code, {neuron_edit_layer: torch.as_tensor(edited)}
 
-        Also whether those cells' values are all non-negative (then draws are clipped at 0).
+    def _calibrated(
+        self,
+        adata: AnnData,
+        indices: np.ndarray,
+        cells: Cells,
+        reference: list[tuple[AnnData, np.ndarray]],
+        source_code: int,
+        target_code: int,
+        weight: float,
+        sample: bool,
+        target_sum: float,
+        batch_size: int | None,
+    ) -> np.ndarray:
+        """Own-condition profile + real reference change + weighted model correction.
+
+        In the model's log space (the data for ``mse``; ``log1p(counts / library *
+        target_sum)`` for count models), per cell:
+        ``S + (mean X - mean S) + (R_t - R_s) + w ((T - S) - mean(T_r - S_r))``, with
+        ``S``/``T`` the cell decoded with the source/target condition, ``X`` the cells' real
+        values (so that the decoder's bias on them cancels), ``R_s``/``R_t`` the reference's
+        real mean source/target profiles and ``T_r - S_r`` the model's change for the
+        reference's source cells. Draws (``mse``) replace ``S + mean X - mean S`` by ``X``:
+        the same means, each cell's own noise.
         """
-        codes = self._registered_codes(self.adata)
-        rows = np.flatnonzero(codes == target_code)
-        if len(rows) < 2:
-            raise ValueError(
-                f"sample=True with recon_loss='mse' draws noise with the per-gene residual sd of "
-                f"the model's cells of target_condition={self.conditions[target_code]!r}, but "
-                f"the model's AnnData holds {len(rows)} of them (e.g. a condition mapped with "
-                "load_query_data, or a model loaded with a subset). Load the model with an "
-                "AnnData that holds such cells, or predict with sample=False."
-            )
-        total = torch.zeros(self.summary_stats.n_vars, dtype=torch.float64)
-        total_squares = torch.zeros_like(total)
-        minimum = np.inf
-        self.module.eval()
-        for tensors in self._make_data_loader(self.adata, indices=rows, batch_size=batch_size):
-            x, condition = tensors[REGISTRY_KEYS.X_KEY], tensors[REGISTRY_KEYS.BATCH_KEY]
-            inference = self.module.inference(x, condition)
-            px = self.module.generative(inference["qz"].loc, inference["library"], condition)["px"]
-            residual = (x - px.mean.cpu()).double()
-            total += residual.sum(0)
-            total_squares += residual.pow(2).sum(0)
-            minimum = min(minimum, float(x.min()))
-        mean = total / len(rows)
-        sd = (total_squares / len(rows) - mean.pow(2)).clamp_min(0.0).sqrt()
-        return sd.float(), minimum >= 0
+        (where, source_rows), (_, target_rows) = reference
+        log = self._log_space(target_sum)
+        real_change = _mean_log(self, where, target_rows, log) - _mean_log(
+            self, where, source_rows, log
+        )
+        ref = self._encode(where, source_rows, None, batch_size)
+
+        def decoded(group: Cells, code: int) -> np.ndarray:
+            return log(self._decode(group["library"], code, batch_size, z=group["z"]), group)
+
+        own = decoded(cells, source_code)
+        model_change = decoded(cells, target_code) - own
+        correction = real_change + weight * (
+            model_change - (decoded(ref, target_code) - decoded(ref, source_code)).mean(0)
+        )
+        if sample and not self.module.is_count_model:
+            return own + cells["residual"].numpy() + correction
+        expected = own + (_mean_log(self, adata, indices, log) - own.mean(0)) + correction
+        if not self.module.is_count_model:
+            return expected
+        size = np.exp(cells["library"].numpy())
+        counts = np.expm1(np.maximum(expected, 0.0)) * size / target_sum
+        if not sample:
+            return counts.astype(np.float32)
+        theta = torch.exp(self.module.px_r[:, target_code].detach().cpu())
+        draws = NegativeBinomial(mu=torch.as_tensor(counts), theta=theta).sample()
+        return draws.numpy().astype(np.float32)
+
+    def _log_space(self, target_sum: float):
+        """Map expected values of cells to the model's log space (identity for ``mse``)."""
+        if not self.module.is_count_model:
+            return lambda values, cells: values
+        return lambda values, cells: np.log1p(
+            values / np.exp(cells["library"].numpy()) * target_sum
+        )
 
     def _registered_codes(self, adata: AnnData) -> np.ndarray:
         manager = self.get_anndata_manager(adata)
@@ -330,23 +404,6 @@ def _latent_shift(
     ).mean(0)
 
 
-def _neuron_edit(
-    cells: Cells,
-    source: Cells,
-    target: Cells,
-    layer: str,
-    n_percentiles: int,
-    source_code: int,
-    target_code: int,
-) -> tuple[int, Cells]:
-    edited = neuron_edit(
-        cells[layer].numpy(), source[layer].numpy(), target[layer].numpy(), n_percentiles
-    )
-    # An edited z is decoded through g1 with the source condition; an edited y is already the
-    # target's MMD-layer output.
-    return (source_code if layer == "z" else target_code), {layer: torch.as_tensor(edited)}
-
-
 def _column(adata: AnnData, key: str) -> pd.Series:
     if key not in adata.obs.columns:
         raise ValueError(
@@ -361,3 +418,14 @@ def _uns_safe(value):
     if isinstance(value, tuple | list):
         return np.asarray(value)
     return value
+
+
+def _mean_log(model, adata: AnnData, rows: np.ndarray, log) -> np.ndarray:
+    """Mean real profile of cells in the model's log space, read in row blocks."""
+    matrix, _ = model._registered_matrix(adata)
+    total = np.zeros(matrix.shape[1])
+    for block in row_chunks(matrix, rows):
+        block = np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float64)
+        library = {"library": torch.as_tensor(np.log(np.maximum(block.sum(1, keepdims=True), 1)))}
+        total += log(block, library).sum(0)
+    return total / len(rows)

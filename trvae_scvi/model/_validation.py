@@ -210,6 +210,7 @@ def check_can_store(
 def check_model_settings(
     hidden_sizes: Sequence[int],
     n_latent: int,
+    eta: float,
     alpha: float,
     beta: float,
     kernel_widths: Sequence[float],
@@ -222,6 +223,8 @@ def check_model_settings(
         )
     if n_latent < 1:
         raise ValueError(f"n_latent={n_latent!r} must be a positive integer, e.g. 20.")
+    if eta <= 0:
+        raise ValueError(f"eta={eta!r} must be positive: it weighs the reconstruction.")
     if alpha < 0 or beta < 0:
         raise ValueError(
             f"alpha={alpha!r} and beta={beta!r} must be non-negative (beta=0 is a CVAE)."

@@ -25,8 +25,10 @@ class TRVAEModule(BaseModuleClass):
     decoder layer (the *MMD layer*) is pushed towards being condition-invariant by a maximum
     mean discrepancy penalty between the conditions of each mini-batch.
 
-    Loss per mini-batch: ``mean(reconstruction + kl_weight * KL) + beta * MMD``, where
-    ``kl_weight`` is the training plan's (:class:`~trvae_scvi.TRVAE` sets it to ``alpha``).
+    Loss per mini-batch: ``mean(eta * reconstruction + kl_weight * KL) + beta * MMD``, where
+    ``kl_weight`` is the training plan's (:class:`~trvae_scvi.TRVAE` sets it to ``alpha``), and
+    the reconstruction and KL of each cell are sums or means over genes and latent dimensions
+    (``loss_reduction``).
 
     The hyperparameters have no defaults here: :class:`~trvae_scvi.TRVAE` declares them (with
     their documentation) and passes them through.
@@ -50,6 +52,12 @@ class TRVAEModule(BaseModuleClass):
         Hidden activation, a key of :data:`trvae_scvi.nn.ACTIVATIONS`.
     recon_loss
         ``"mse"`` for log-normalised data, ``"nb"`` or ``"zinb"`` for counts.
+    eta
+        Weight of the reconstruction term.
+    loss_reduction
+        ``"sum"``: reconstruction summed over genes and KL over latent dimensions;
+        ``"mean"``: both averaged, with half the squared error for ``"mse"`` (the trVAE
+        paper's Keras loss, whose balance does not change with the number of genes).
     beta
         Weight of the MMD penalty.
     mmd_on
@@ -65,7 +73,8 @@ class TRVAEModule(BaseModuleClass):
     >>> from trvae_scvi.nn import PAPER_KERNEL_WIDTHS
     >>> settings = dict(
     ...     hidden_sizes=(8, 4), n_latent=2, dropout_rate=0.0, normalization="none",
-    ...     activation="leaky_relu", recon_loss="mse", beta=100.0, mmd_on="y",
+    ...     activation="leaky_relu", recon_loss="mse", eta=1.0, loss_reduction="sum",
+    ...     beta=100.0, mmd_on="y",
     ...     kernel_widths=PAPER_KERNEL_WIDTHS, mse_output_activation="linear",
     ... )
     >>> module = TRVAEModule(n_input=5, n_conditions=2, **settings)
@@ -89,12 +98,18 @@ class TRVAEModule(BaseModuleClass):
         normalization: Literal["batch", "layer", "none"],
         activation: str,
         recon_loss: ReconLoss,
+        eta: float,
+        loss_reduction: Literal["sum", "mean"],
         beta: float,
         mmd_on: Literal["y", "z"],
         kernel_widths: Sequence[float],
         mse_output_activation: Literal["relu", "linear"],
     ):
         super().__init__()
+        if loss_reduction not in ("sum", "mean"):
+            raise ValueError(
+                f"loss_reduction={loss_reduction!r} is not supported; use 'sum' or 'mean'."
+            )
         if recon_loss not in ("mse", "nb", "zinb"):
             raise ValueError(
                 f"recon_loss={recon_loss!r} is not supported; use 'mse', 'nb' or 'zinb'."
@@ -103,6 +118,8 @@ class TRVAEModule(BaseModuleClass):
         self.n_conditions = n_conditions
         self.n_latent = n_latent
         self.recon_loss = recon_loss
+        self.eta = eta
+        self.loss_reduction = loss_reduction
         self.beta = beta
         self.mmd_on = mmd_on
         self.kernel_widths = tuple(float(w) for w in kernel_widths)
@@ -371,7 +388,7 @@ class TRVAEModule(BaseModuleClass):
         generative_outputs: dict[str, torch.Tensor | Distribution],
         kl_weight: float = 1.0,
     ) -> LossOutput:
-        """Reconstruction + kl_weight * KL + beta * MMD, with the MMD logged as ``mmd``.
+        """The loss ``eta * reconstruction + kl_weight * KL + beta * MMD``; the MMD is logged.
 
         Parameters
         ----------
@@ -389,9 +406,10 @@ class TRVAEModule(BaseModuleClass):
         Returns
         -------
         scvi.module.base.LossOutput
-            ``loss`` the scalar ``mean(reconstruction + kl_weight * KL) + beta * MMD``;
+            ``loss`` the scalar ``mean(eta * reconstruction + kl_weight * KL) + beta * MMD``;
             per-cell ``reconstruction_loss`` (squared error for ``"mse"``, negative
-            log-likelihood otherwise) and ``kl_local``; ``extra_metrics["mmd"]``.
+            log-likelihood otherwise, summed or averaged over genes) and ``kl_local``;
+            ``extra_metrics["mmd"]``.
 
         Raises
         ------
@@ -416,12 +434,17 @@ class TRVAEModule(BaseModuleClass):
         x = tensors[REGISTRY_KEYS.X_KEY]
         px = generative_outputs["px"]
         if self.recon_loss == "mse":
-            reconstruction = (x - px.loc).pow(2).sum(-1)
+            per_gene = (x - px.loc).pow(2)
+            per_gene = 0.5 * per_gene if self.loss_reduction == "mean" else per_gene
         else:
-            reconstruction = -px.log_prob(x).sum(-1)
+            per_gene = -px.log_prob(x)
         qz = inference_outputs["qz"]
         prior = torch.distributions.Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
-        kl = kl_divergence(qz, prior).sum(-1)
+        per_dimension = kl_divergence(qz, prior)
+        if self.loss_reduction == "mean":
+            reconstruction, kl = per_gene.mean(-1), per_dimension.mean(-1)
+        else:
+            reconstruction, kl = per_gene.sum(-1), per_dimension.sum(-1)
         representation = generative_outputs["y"] if self.mmd_on == "y" else inference_outputs["z"]
         mmd = mmd_between_conditions(
             representation,
@@ -429,7 +452,7 @@ class TRVAEModule(BaseModuleClass):
             self.n_conditions,
             self.kernel_widths,
         )
-        loss = torch.mean(reconstruction + kl_weight * kl) + self.beta * mmd
+        loss = torch.mean(self.eta * reconstruction + kl_weight * kl) + self.beta * mmd
         if not torch.isfinite(loss):
             # Stop before the optimizer writes NaN into the weights.
             raise FloatingPointError(
