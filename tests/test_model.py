@@ -41,7 +41,7 @@ def test_transfer_moves_control_towards_stimulated(nk_holdout):
         ((train.obs.cell_type == "NK") & (train.obs.condition == "control")).to_numpy()
     )
     real = nk[nk.obs.condition == "stimulated"].X
-    predicted = model.predict(indices=control, target_condition="stimulated")
+    predicted = model.predict(indices=control, target_condition="stimulated", method="transfer")
     unchanged = train[control].X
     r2_transfer = r2_of_means(predicted.X[:, degs], real[:, degs])
     r2_identity = r2_of_means(unchanged[:, degs], real[:, degs])
@@ -57,7 +57,7 @@ def test_transfer_moves_control_towards_stimulated(nk_holdout):
 def test_predict_output(nk_holdout, tmp_path):
     _, train, model = nk_holdout
     indices = np.arange(5)
-    predicted = model.predict(indices=indices, target_condition="stimulated")
+    predicted = model.predict(indices=indices, target_condition="stimulated", method="transfer")
     assert predicted.shape == (5, train.n_vars)
     assert (predicted.var_names == train.var_names).all()
     assert (predicted.obs_names == train.obs_names[:5]).all()
@@ -72,7 +72,10 @@ def test_predict_output(nk_holdout, tmp_path):
     predicted.write_h5ad(tmp_path / "predicted.h5ad")  # what users do next must work
     # Explicit source: the same cells encoded as control.
     as_control = model.predict(
-        indices=indices, target_condition="stimulated", source_condition="control"
+        indices=indices,
+        target_condition="stimulated",
+        source_condition="control",
+        method="transfer",
     )
     assert (as_control.obs["condition_source"] == "control").all()
 
@@ -87,8 +90,11 @@ def test_transform_batch_of_rnaseq_mixin_is_transfer(nk_holdout):
     normalized = model.get_normalized_expression(
         indices=indices, transform_batch="stimulated", n_samples=25, return_numpy=True
     )[:, degs]
-    to_stimulated = model.predict(indices=indices, target_condition="stimulated").X[:, degs]
-    to_control = model.predict(indices=indices, target_condition="control").X[:, degs]
+    to_stimulated = model.predict(
+        indices=indices, target_condition="stimulated", method="transfer"
+    )
+    to_control = model.predict(indices=indices, target_condition="control", method="transfer")
+    to_stimulated, to_control = to_stimulated.X[:, degs], to_control.X[:, degs]
     distance_stimulated = np.abs(normalized - to_stimulated).mean()
     distance_control = np.abs(normalized - to_control).mean()
     assert distance_stimulated < 0.3 * distance_control
@@ -150,7 +156,7 @@ def test_count_likelihoods(synthetic, recon_loss):
     model.train(max_epochs=5, enable_progress_bar=False)
     loss = model.history["train_loss"]["train_loss"].to_numpy(dtype=float)
     assert np.isfinite(loss).all() and loss[-1] < loss[0]
-    predicted = model.predict(indices=np.arange(10), target_condition="c1")
+    predicted = model.predict(indices=np.arange(10), target_condition="c1", method="transfer")
     assert (predicted.X >= 0).all()
     assert "log_normalized" in predicted.layers
     # Expected counts at each cell's own library size (less the zero-inflated share for zinb).
@@ -202,6 +208,8 @@ def test_condition_balanced_loader_honours_loader_settings(synthetic, monkeypatc
 @pytest.mark.parametrize(
     ("method", "options"),
     [
+        ("calibrated", {}),
+        ("calibrated", {"calibration_weight": 0.5, "cell_type_key": "cell_type"}),
         ("transfer", {}),
         ("latent_shift", {}),
         ("neuron_edit", {"neuron_edit_layer": "y"}),
@@ -247,27 +255,78 @@ def test_reference_methods_need_one_source_and_both_conditions(nk_holdout):
         model.predict(indices=control[:5], target_condition="stimulated", method="scgen")
 
 
-def test_sampled_prediction_restores_variance(nk_holdout):
+@pytest.mark.parametrize("method", ["calibrated", "transfer"])
+def test_sampled_prediction_restores_variance_and_keeps_means(nk_holdout, method):
     adata, train, model = nk_holdout
     is_nk = (train.obs.cell_type == "NK").to_numpy()
     control = np.flatnonzero(is_nk & (train.obs.condition == "control").to_numpy())
     real = adata[(adata.obs.cell_type == "NK") & (adata.obs.condition == "stimulated")].X
-    expected = model.predict(indices=control, target_condition="stimulated")
-    scvi.settings.seed = 1
-    drawn = model.predict(indices=control, target_condition="stimulated", sample=True)
+    kwargs = {"indices": control, "target_condition": "stimulated", "method": method}
+    expected = model.predict(**kwargs)
+    drawn = model.predict(sample=True, **kwargs)
     assert drawn.uns["trVAE_predict"]["sample"]
-    assert (drawn.X >= 0).all()  # log data: draws clipped at 0
     assert drawn.X.var(0).mean() > 2 * expected.X.var(0).mean()
     assert r2_of_variances(drawn.X, real) > r2_of_variances(expected.X, real)
-    scvi.settings.seed = 1
-    again = model.predict(indices=control, target_condition="stimulated", sample=True)
-    np.testing.assert_array_equal(drawn.X, again.X)
+    # Each draw is the expected prediction plus the cell's own residual in its own condition:
+    # nothing is clipped, so means move only by the mean residual (not at all when calibrated).
+    residual = (
+        train[control].X.toarray()
+        - model.predict(indices=control, target_condition="control", method="transfer").X
+    )
+    shift = residual.mean(0) if method == "transfer" else 0.0
+    np.testing.assert_allclose(drawn.X.mean(0), expected.X.mean(0) + shift, atol=1e-4)
+    # The genes of low real expression, where draws clipped at 0 had doubled the mean before.
+    low = np.asarray(real.mean(0)).ravel() < 0.1
+    assert abs(drawn.X[:, low].mean() - expected.X[:, low].mean()) < 0.005
+    np.testing.assert_array_equal(model.predict(sample=True, **kwargs).X, drawn.X)
+
+
+def test_calibrated_with_weight_zero_is_the_mean_shift(nk_holdout):
+    adata, train, model = nk_holdout
+    is_nk = (train.obs.cell_type == "NK").to_numpy()
+    control = np.flatnonzero(is_nk & (train.obs.condition == "control").to_numpy())
+    others = ~is_nk
+    stimulated = (train.obs.condition == "stimulated").to_numpy()
+    mean_shift = (
+        train[control].X.mean(0)
+        + train[others & stimulated].X.mean(0)
+        - train[others & ~stimulated].X.mean(0)
+    )
+    predicted = model.predict(
+        indices=control, target_condition="stimulated", calibration_weight=0.0
+    ).X
+    np.testing.assert_allclose(predicted.mean(0), np.asarray(mean_shift).ravel(), atol=1e-4)
+    # Weight 1: the transfer's mean change, less the model's mean error on the reference.
+    full = model.predict(indices=control, target_condition="stimulated").X
+    transfer = model.predict(indices=control, target_condition="stimulated", method="transfer")
+    reconstructed = model.predict(indices=control, target_condition="control", method="transfer")
+    model_change = transfer.X.mean(0) - reconstructed.X.mean(0)
+    reference = np.flatnonzero(others & ~stimulated)
+    reference_change = (
+        model.predict(indices=reference, target_condition="stimulated", method="transfer").X
+        - model.predict(indices=reference, target_condition="control", method="transfer").X
+    ).mean(0)
+    np.testing.assert_allclose(
+        full.mean(0), predicted.mean(0) + model_change - reference_change, atol=1e-4
+    )
+
+
+def test_calibrated_predicts_every_cell_of_mixed_conditions(nk_holdout):
+    _, train, model = nk_holdout
+    predicted = model.predict(target_condition="stimulated")
+    assert predicted.shape == train.shape and np.isfinite(predicted.X).all()
+    stimulated = (train.obs.condition == "stimulated").to_numpy()
+    # Cells already stimulated keep their own profile's mean; the rest move.
+    np.testing.assert_allclose(
+        predicted.X[stimulated].mean(0), np.asarray(train[stimulated].X.mean(0)).ravel(), atol=1e-4
+    )
 
 
 def test_sampled_counts_are_integers(synthetic):
     TRVAE.setup_anndata(synthetic, condition_key="condition", layer="counts")
     model = TRVAE(synthetic, recon_loss="nb", **SMALL)
     model.train(max_epochs=2, enable_progress_bar=False)
-    drawn = model.predict(indices=np.arange(20), target_condition="c1", sample=True).X
-    np.testing.assert_array_equal(drawn, np.round(drawn))
-    assert (drawn >= 0).all()
+    for method in ("transfer", "calibrated"):
+        drawn = model.predict(target_condition="c1", sample=True, method=method).X
+        np.testing.assert_array_equal(drawn, np.round(drawn))
+        assert (drawn >= 0).all()

@@ -64,8 +64,9 @@ class PredictionMixin:
           with the percentile map from the reference's source cells to its target cells
           (:func:`trvae_scvi.nn.neuron_edit`), then decode (z: with the source condition).
 
-        All but ``"transfer"`` need one source condition (``source_condition``, or the one
-        condition of all selected cells) and reference cells of both conditions.
+        All but ``"transfer"`` need reference cells of the source and target conditions;
+        ``"latent_shift"`` and ``"neuron_edit"`` need one source condition
+        (``source_condition``, or the one condition of all selected cells).
 
         Parameters
         ----------
@@ -83,9 +84,11 @@ class PredictionMixin:
             For the reference-based methods: positions in ``adata`` of the cells whose source
             and target conditions define the shift or the map (e.g. the other cell types).
             ``None``: the model's own training cells, less the predicted cells (by
-            ``obs_names``) and, with ``cell_type_key``, less every cell of the predicted
-            types. Never the other cells of a new ``adata``, which may hold the real
-            target-condition cells of the very type being predicted.
+            ``obs_names``; all of them if that leaves no cell of the source or the target
+            condition, as when every cell of a condition is predicted) and, with
+            ``cell_type_key``, less every cell of the predicted types. Never the other cells
+            of a new ``adata``, which may hold the real target-condition cells of the very
+            type being predicted.
         cell_type_key
             Column of ``obs`` (in ``adata`` and the model's AnnData) with each cell's type, or
             any grouping whose response is predicted (patient, study). Keeps the predicted
@@ -150,26 +153,34 @@ class PredictionMixin:
         adata, indices = self._prepare(adata, indices)
         target_code = self._condition_code(target_condition, "target_condition")
         own = adata.obs[self.condition_key].iloc[indices].astype(str).to_numpy()
-        if method != "transfer" and source_condition is None:
+        if method in ("latent_shift", "neuron_edit") and source_condition is None:
             source_condition = _one_condition(own, method)
         source_code = None if source_condition is None else self._condition_code(source_condition)
         target_sum = float(target_sum or self.median_library_size_)
         residual = sample and not self.module.is_count_model
         cells = self._encode(adata, indices, source_code, batch_size, residual)
-        reference = None
-        if method != "transfer":
-            reference = self._reference_cells(
-                adata, indices, reference_indices, cell_type_key, source_code, target_code
+
+        def reference(code: int) -> list[tuple[AnnData, np.ndarray]]:
+            return self._reference_cells(
+                adata, indices, reference_indices, cell_type_key, code, target_code
             )
+
         if method == "calibrated":
-            prediction = self._calibrated(
-                adata, indices, cells, reference, source_code, target_code,
-                calibration_weight, sample, target_sum, batch_size,
-            )  # fmt: skip
+            codes = np.full(len(indices), source_code) if source_code is not None else None
+            codes = self._registered_codes(adata)[indices] if codes is None else codes
+            prediction = np.empty((len(indices), self.module.n_input), dtype=np.float32)
+            for code in np.unique(codes):  # each source condition among the cells
+                rows = np.flatnonzero(codes == code)
+                prediction[rows] = self._calibrated(
+                    adata, indices[rows], {k: v[rows] for k, v in cells.items()},
+                    reference(int(code)), int(code), target_code, calibration_weight, sample,
+                    target_sum, batch_size,
+                )  # fmt: skip
         else:
             decode_code, decode_input = self._edit(
-                method, cells, reference, cell_type_key, source_code, target_code,
-                neuron_edit_layer, n_percentiles, batch_size,
+                method, cells, None if method == "transfer" else reference(source_code),
+                cell_type_key, source_code, target_code, neuron_edit_layer, n_percentiles,
+                batch_size,
             )  # fmt: skip
             prediction = self._decode(
                 cells["library"], decode_code, batch_size, sample, cells.get("residual"),
@@ -300,13 +311,18 @@ class PredictionMixin:
         target_code: int,
     ) -> list[tuple[AnnData, np.ndarray]]:
         """The reference's source and target cells, as ``(AnnData, positions)`` pairs."""
+        codes = None
         if reference_indices is not None:
             where, reference = adata, check_indices(adata, reference_indices)
         else:
             where = self.adata
-            predicted = adata.obs_names[indices]
-            reference = np.flatnonzero(~where.obs_names.isin(predicted))
-        codes = self._registered_codes(where)
+            codes = self._registered_codes(where)
+            reference = np.flatnonzero(~where.obs_names.isin(adata.obs_names[indices]))
+            if min(np.sum(codes[reference] == c) for c in (source_code, target_code)) == 0:
+                # The predicted cells are all of a condition's cells: nothing is held out,
+                # so the reference is every cell of the model.
+                reference = np.arange(where.n_obs)
+        codes = self._registered_codes(where) if codes is None else codes
         if cell_type_key is not None:
             predicted = set(_column(adata, cell_type_key).iloc[indices].astype(str))
             types = _column(where, cell_type_key).iloc[reference].astype(str).to_numpy()
@@ -324,11 +340,12 @@ class PredictionMixin:
         groups = []
         for code, role in ((source_code, "source"), (target_code, "target")):
             rows = reference[codes[reference] == code]
-            if len(rows) < 2:
+            if len(rows) == 0:
                 raise ValueError(
-                    f"The reference holds {len(rows)} cells of the {role} condition "
-                    f"{self.conditions[code]!r}; it needs at least 2. Pass reference_indices with "
-                    "cells of both conditions (e.g. the other cell types)."
+                    f"The reference holds 0 cells of the {role} condition "
+                    f"{self.conditions[code]!r}; it needs some. Pass an adata that holds "
+                    "reference cells of both conditions (e.g. other cell types) with "
+                    "reference_indices, or use method='transfer', which needs none."
                 )
             if where is adata:
                 self._check_data(where, rows)
