@@ -6,7 +6,7 @@ def test_demo_prints_table_and_saves(tmp_path, capsys):
     assert main(["demo", "--max-epochs", "2", "--output", str(output)]) == 0
     printed = capsys.readouterr().out
     assert "Holding out the 87 stimulated NK cells" in printed
-    for row in ("trVAE transfer", "mean shift", "control unchanged"):
+    for row in ("trVAE (default)", "trVAE transfer", "mean shift", "control unchanged"):
         assert row in printed
     assert (output / "model.pt").is_file() and (output / "adata.h5ad").is_file()
     # A second run refuses to replace the saved model without --overwrite.

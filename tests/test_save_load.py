@@ -72,7 +72,7 @@ def test_query_mapping_trains_only_new_condition_columns(trained, tmp_path):
     before = {k: v.clone() for k, v in model.module.state_dict().items()}
     query_model = TRVAE.load_query_data(query, model)
     new_column = query_model.module.state_dict()[FIRST_LAYER][:, -1].clone()
-    query_model.train(max_epochs=2, enable_progress_bar=False, plan_kwargs={"weight_decay": 0.0})
+    query_model.train(max_epochs=2, enable_progress_bar=False)  # the default plan
     after = query_model.module.state_dict()
     assert after[FIRST_LAYER].shape[1] == before[FIRST_LAYER].shape[1] + 1
     # Gene and old-condition columns are frozen; the new condition's column is trained.
@@ -147,3 +147,28 @@ def test_load_refuses_a_file_that_would_run_code(trained, tmp_path):
     with pytest.raises(ValueError, match="could run code, so it was not loaded"):
         TRVAE.load(tmp_path / "model")
     assert not marker.exists()
+
+
+def test_query_mapping_trains_the_new_conditions_dispersion(tmp_path):
+    import scvi
+
+    scvi.settings.seed = 0
+    adata = make_counts()
+    TRVAE.setup_anndata(adata, condition_key="condition", layer="counts")
+    model = TRVAE(adata, recon_loss="nb", **SMALL)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    reference_px_r = model.module.px_r.detach().clone()
+    query = make_counts(n_cells=80, seed=1)
+    query.obs["condition"] = "c_new"
+    query_model = TRVAE.load_query_data(query, model)
+    start = query_model.module.px_r.detach().clone()
+    # It starts at the reference conditions' mean dispersion, not at a random value.
+    np.testing.assert_allclose(start[:, 2], reference_px_r.mean(1), rtol=1e-6)
+    query_model.train(max_epochs=3, enable_progress_bar=False)
+    after = query_model.module.px_r.detach()
+    np.testing.assert_array_equal(after[:, :2], reference_px_r)  # old conditions frozen
+    assert not torch.equal(after[:, 2], start[:, 2])  # the new one trained
+    frozen = {k: v for k, v in model.module.state_dict().items() if k != "px_r"}
+    for key, value in query_model.module.state_dict().items():
+        if key in frozen and value.shape == frozen[key].shape:
+            np.testing.assert_array_equal(value, frozen[key], err_msg=key)

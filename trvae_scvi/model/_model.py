@@ -37,6 +37,7 @@ from ._validation import (
     check_choice,
     check_matrix,
     check_model_settings,
+    combine_condition_columns,
     scan_matrix,
     validate_setup,
 )
@@ -193,7 +194,7 @@ class TRVAE(
     def setup_anndata(
         cls,
         adata: AnnData,
-        condition_key: str | None = None,
+        condition_key: str | Sequence[str] | None = None,
         layer: str | None = None,
         **kwargs,
     ) -> None:
@@ -204,7 +205,11 @@ class TRVAE(
         adata
             AnnData with cells in rows; dense or scipy sparse matrices (kept sparse).
         condition_key
-            Column of ``adata.obs`` with the condition of each cell (at least two values).
+            Column of ``adata.obs`` with the condition of each cell (at least two values), or
+            several columns (e.g. ``["donor", "stimulus"]``): their combinations are the
+            conditions, in a new column ``adata.obs["donor_stimulus"]`` with values such as
+            ``"101_stim"``. A target condition is then that value or the tuple
+            ``("101", "stim")``.
         layer
             Layer with the expression to model; ``None`` uses ``adata.X``. Log-normalised values
             for ``recon_loss="mse"``, raw counts for ``"nb"``/``"zinb"``.
@@ -219,7 +224,8 @@ class TRVAE(
         Notes
         -----
         Like every scvi-tools model, registration adds ``adata.obs["_scvi_batch"]`` (the
-        condition codes) and ``adata.uns["_scvi_uuid"]``/``["_scvi_manager_uuid"]``; nothing
+        condition codes) and ``adata.uns["_scvi_uuid"]``/``["_scvi_manager_uuid"]``; with
+        several condition columns, also their combination (see ``condition_key``). Nothing
         else in ``adata`` is changed.
 
         Examples
@@ -231,17 +237,18 @@ class TRVAE(
         setup_method_args = cls._get_setup_method_args(**locals())
         if not isinstance(adata, AnnData):
             raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        condition_column = combine_condition_columns(adata, condition_key)
         if "source_registry" in kwargs:  # load or query mapping: check against the saved model
             check_against_registry(
                 adata, kwargs["source_registry"], kwargs.get("extend_categories", False)
             )
         else:
-            validate_setup(adata, condition_key, layer)
+            validate_setup(adata, condition_column, layer)
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
             # Registered as scvi-tools' batch field so that `transform_batch` and query
             # mapping treat the condition as the covariate to swap or extend.
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, condition_key),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, condition_column),
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
@@ -256,7 +263,7 @@ class TRVAE(
 
     @property
     def condition_key(self) -> str:
-        """The ``adata.obs`` column registered as the condition."""
+        """The ``adata.obs`` column registered as the condition (combined, for several)."""
         return self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).original_key
 
     def _registered_matrix(self, adata: AnnData) -> tuple:
@@ -314,7 +321,9 @@ class TRVAE(
         plan_kwargs
             Passed to :class:`~trvae_scvi.model.TRVAETrainingPlan` (e.g. ``lr``,
             ``weight_decay``). Its KL weight is the model's ``alpha``, with no warm-up (the
-            paper has none); set ``n_epochs_kl_warmup`` to use one.
+            paper has none); set ``n_epochs_kl_warmup`` to use one. A model made by
+            :meth:`load_query_data` defaults to ``weight_decay=0``, which keeps its frozen
+            weights exactly as they were.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (e.g. ``strategy``, ``enable_progress_bar``).
 
@@ -346,6 +355,9 @@ class TRVAE(
                 "plan_kwargs['max_kl_weight'] is the model's alpha; set it with "
                 "TRVAE(adata, alpha=...) instead."
             )
+        if getattr(self, "_mapped_query", False):
+            # Weight decay would move the weights query mapping froze (zero gradients).
+            plan_kwargs.setdefault("weight_decay", 0.0)
         plan_kwargs = {"n_epochs_kl_warmup": None, **plan_kwargs, "max_kl_weight": self.alpha}
         return super().train(
             max_epochs=int(max_epochs),

@@ -11,6 +11,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from ._validation import (
+    COMBINED_SEPARATOR,
     check_can_store,
     check_indices,
     check_known_conditions,
@@ -185,8 +186,12 @@ class OutputsMixin:
         return representation
 
     # ------------------------------------------------------------------ shared steps
-    def _condition_code(self, condition: str | None, argument: str = "source_condition") -> int:
+    def _condition_code(
+        self, condition: str | Sequence[str] | None, argument: str = "source_condition"
+    ) -> int:
         categories = list(self.conditions)
+        if isinstance(condition, tuple | list):  # the values of several condition columns
+            condition = COMBINED_SEPARATOR.join(str(value) for value in condition)
         if condition is None:
             raise ValueError(f"{argument} is required; pass one of {categories}.")
         if condition not in categories:

@@ -30,8 +30,8 @@ class PredictionMixin:
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
-        target_condition: str | None = None,
-        source_condition: str | None = None,
+        target_condition: str | Sequence[str] | None = None,
+        source_condition: str | Sequence[str] | None = None,
         method: Literal["calibrated", "transfer", "latent_shift", "neuron_edit"] = "calibrated",
         reference_indices: Sequence[int] | None = None,
         cell_type_key: str | None = None,
@@ -75,7 +75,8 @@ class PredictionMixin:
         indices
             Cells to transform, e.g. the control cells of a held-out cell type.
         target_condition
-            Condition to predict.
+            Condition to predict; with several condition columns, the combined value or the
+            tuple of the columns' values (see :meth:`setup_anndata`).
         source_condition
             Condition to encode with, for every cell; ``None`` uses each cell's own.
         method
@@ -156,6 +157,7 @@ class PredictionMixin:
         if method in ("latent_shift", "neuron_edit") and source_condition is None:
             source_condition = _one_condition(own, method)
         source_code = None if source_condition is None else self._condition_code(source_condition)
+        source_condition = None if source_code is None else self.conditions[source_code]
         target_sum = float(target_sum or self.median_library_size_)
         residual = sample and not self.module.is_count_model
         cells = self._encode(adata, indices, source_code, batch_size, residual)
@@ -370,9 +372,16 @@ class PredictionMixin:
         obs[f"{self.condition_key}_source"] = pd.Categorical(
             own if source_condition is None else np.full(len(obs), source_condition)
         )
+        target_condition = self.conditions[self._condition_code(target_condition)]
         obs[self.condition_key] = pd.Categorical(
             [target_condition] * len(obs), categories=self.conditions
         )
+        columns = self.get_setup_arg("condition_key")
+        if not isinstance(columns, str) and len(columns) > 1:  # combined from several columns
+            combined = self.adata.obs[[*columns, self.condition_key]].astype(str)
+            parts = combined[combined[self.condition_key] == target_condition]
+            for column in columns:
+                obs[column] = parts[column].iloc[0] if len(parts) else obs[column]
         predicted = AnnData(X=prediction, obs=obs, var=adata.var.copy())
         settings = {
             **method_settings,

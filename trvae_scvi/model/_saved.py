@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import torch
 from anndata import AnnData
 from scvi.utils._docstrings import devices_dsp
 
@@ -222,3 +223,64 @@ class SaveLoadMixin:
         return super().load(
             dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
         )
+
+    @classmethod
+    def load_query_data(cls, adata: AnnData, reference_model: str | TRVAE, **kwargs) -> TRVAE:
+        """Map new conditions onto a trained reference (scvi-tools' scArches surgery).
+
+        As :meth:`scvi.model.base.ArchesMixin.load_query_data`: the query's new conditions get
+        new columns in the first layers of the encoder and of the MMD layer, and only those
+        train. Two changes make that hold for TRVAE:
+
+        - a count model's dispersion of each new condition starts at the mean of the
+          reference conditions' dispersions and trains (scvi-tools would leave it frozen at
+          its random initial value);
+        - :meth:`train` then defaults to ``weight_decay=0``, since weight decay moves the
+          frozen weights, whose gradients scvi-tools sets to zero, a little at every step.
+
+        Parameters
+        ----------
+        adata
+            Query cells, with the reference's genes (see ``prepare_query_anndata``).
+        reference_model
+            A trained TRVAE or the folder it was saved to.
+        **kwargs
+            Passed to :meth:`scvi.model.base.ArchesMixin.load_query_data`.
+
+        Returns
+        -------
+        TRVAE
+            The query model; train it with :meth:`train`.
+
+        Examples
+        --------
+        >>> query = adata[:50].copy()
+        >>> query.obs["condition"] = "new_study"
+        >>> query_model = trvae_scvi.TRVAE.load_query_data(query, model)
+        >>> query_model.train(max_epochs=1, enable_progress_bar=False)
+        >>> list(query_model.conditions)[-1]
+        'new_study'
+
+        """
+        model = super().load_query_data(adata, reference_model, **kwargs)
+        model._mapped_query = True
+        module = model.module
+        n_new = len(model.conditions) - len(_reference_conditions(reference_model))
+        if module.is_count_model and n_new > 0 and not module.px_r.requires_grad:
+            with torch.no_grad():
+                module.px_r[:, -n_new:] = module.px_r[:, :-n_new].mean(1, keepdim=True)
+            trainable = torch.zeros_like(module.px_r)
+            trainable[:, -n_new:] = 1.0
+            module.px_r.requires_grad_(True)
+            module.px_r.register_hook(lambda grad: grad * trainable.to(grad.device))
+        return model
+
+
+def _reference_conditions(reference_model) -> list:
+    """Conditions of a reference model, given as a model or the folder it was saved to."""
+    if isinstance(reference_model, str | os.PathLike):
+        registry = read_saved_model(reference_model, None)
+    else:
+        registry = reference_model.adata_manager.registry
+    batch = registry["field_registries"]["batch"]["state_registry"]
+    return list(batch["categorical_mapping"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -10,6 +11,10 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+logger = logging.getLogger(__name__)
+
+# Joins the values of several condition columns into one condition, e.g. "101_stim".
+COMBINED_SEPARATOR = "_"
 # Rows read at a time, so that checks never densify (or load, when backed) the whole matrix.
 _CHUNK_ROWS = 10_000
 
@@ -75,6 +80,37 @@ def check_choice(argument: str, value, choices: Sequence) -> None:
     """Raise unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{argument}={value!r} is not supported; choose one of {list(choices)}.")
+
+
+def combine_condition_columns(adata: AnnData, condition_key) -> str | None:
+    """The obs column of the condition; several columns are combined into a new one.
+
+    ``condition_key=["donor", "stimulus"]`` writes ``adata.obs["donor_stimulus"]`` with values
+    like ``"101_stim"`` (a column of that name must not exist with other values).
+    """
+    if condition_key is None or isinstance(condition_key, str):
+        return condition_key
+    keys = [str(key) for key in condition_key]
+    missing = [key for key in keys if key not in adata.obs.columns]
+    if not keys or missing:
+        raise ValueError(
+            f"condition_key={condition_key!r}: {missing or 'no column'} not in adata.obs "
+            f"(columns: {list(adata.obs.columns)}). Pass one column or a list of columns."
+        )
+    if len(keys) == 1:
+        return keys[0]
+    name = COMBINED_SEPARATOR.join(keys)
+    values = adata.obs[keys].astype(str).agg(COMBINED_SEPARATOR.join, axis=1)
+    if name in adata.obs.columns:
+        if not (adata.obs[name].astype(str) == values).all():
+            raise ValueError(
+                f"condition_key={keys!r} combines into adata.obs[{name!r}], which exists with "
+                "other values. Rename or drop that column."
+            )
+        return name
+    adata.obs[name] = values.astype("category")
+    logger.info("Wrote adata.obs[%r] (the combined condition).", name)
+    return name
 
 
 def validate_setup(adata: AnnData, condition_key: str | None, layer: str | None) -> None:
@@ -243,6 +279,6 @@ def check_against_registry(adata: AnnData, registry: dict, extend_categories: bo
     if not extend_categories:
         check_known_conditions(
             adata,
-            registry["setup_args"]["condition_key"],
+            fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]["original_key"],
             np.asarray(fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]["categorical_mapping"]),
         )
