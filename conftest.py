@@ -53,6 +53,8 @@ def _doctest_namespace(request, doctest_namespace, tmp_path):
             recon_loss="mse",
             eta=1.0,
             loss_reduction="sum",
+            architecture="mlp",
+            image_shape=None,
             beta=100.0,
             mmd_on="y",
             kernel_widths=trvae_scvi.nn.PAPER_KERNEL_WIDTHS,

@@ -14,6 +14,8 @@ SETTINGS = {
     "recon_loss": "mse",
     "eta": 1.0,
     "loss_reduction": "sum",
+    "architecture": "mlp",
+    "image_shape": None,
     "beta": 100.0,
     "mmd_on": "y",
     "kernel_widths": PAPER_KERNEL_WIDTHS,

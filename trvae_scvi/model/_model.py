@@ -35,6 +35,7 @@ from ._training_plan import TRVAETrainingPlan
 from ._validation import (
     check_against_registry,
     check_choice,
+    check_image_shape,
     check_matrix,
     check_model_settings,
     combine_condition_columns,
@@ -69,7 +70,9 @@ class TRVAE(
         AnnData registered with :meth:`setup_anndata`.
     hidden_sizes
         Encoder widths; the decoder mirrors them, so ``hidden_sizes[-1]`` is the width of the MMD
-        layer. The default ``(800, 800, 128)`` is the architecture of the trVAE paper (Table 3).
+        layer. ``None``: ``(800, 800, 128)``, the architecture of the trVAE paper (Table 3);
+        for ``architecture="conv"``, ``(filters, width)`` of the convolutions and of the
+        fully connected layers, ``None`` giving ``(32, 128)``.
     n_latent
         Dimension of z. 20, as in the paper's own Kang PBMC runs.
     dropout_rate
@@ -110,6 +113,13 @@ class TRVAE(
         can get stuck at 0 (no gradient); ``"linear"`` cannot, at the price of slightly
         negative values for such genes, and scored higher in the first screen. ``"relu"`` needs
         non-negative data. Only used with ``recon_loss="mse"``.
+    architecture
+        ``"mlp"``: fully connected layers, for cells. ``"conv"``: convolutions, for images
+        stored as the rows of ``X`` (the paper's Morpho-MNIST network, Table 1, made smaller:
+        the condition enters as an extra image channel in the encoder and in the MMD layer).
+    image_shape
+        ``(channels, height, width)`` of the images, for ``architecture="conv"``; its product
+        must be the number of columns of ``X``, height and width divisible by 4.
 
     Examples
     --------
@@ -132,7 +142,7 @@ class TRVAE(
     def __init__(
         self,
         adata: AnnData,
-        hidden_sizes: Sequence[int] = (800, 800, 128),
+        hidden_sizes: Sequence[int] | None = None,
         n_latent: int = 20,
         dropout_rate: float = 0.0,
         normalization: Literal["batch", "layer", "none"] = "none",
@@ -145,6 +155,8 @@ class TRVAE(
         mmd_on: Literal["y", "z"] = "y",
         kernel_widths: Sequence[float] = PAPER_KERNEL_WIDTHS,
         mse_output_activation: Literal["relu", "linear"] = "linear",
+        architecture: Literal["mlp", "conv"] = "mlp",
+        image_shape: Sequence[int] | None = None,
     ):
         super().__init__(adata)
         check_choice("recon_loss", recon_loss, ("mse", "nb", "zinb"))
@@ -153,6 +165,16 @@ class TRVAE(
         check_choice("normalization", normalization, ("batch", "layer", "none"))
         check_choice("activation", activation, tuple(ACTIVATIONS))
         check_choice("mse_output_activation", mse_output_activation, ("relu", "linear"))
+        check_choice("architecture", architecture, ("mlp", "conv"))
+        if hidden_sizes is None:
+            hidden_sizes = (32, 128) if architecture == "conv" else (800, 800, 128)
+        if architecture == "conv":
+            image_shape = check_image_shape(image_shape, self.summary_stats.n_vars, recon_loss)
+        elif image_shape is not None:
+            raise ValueError(
+                f"image_shape={image_shape!r} is only used with architecture='conv'; pass "
+                "architecture='conv' for images, or drop image_shape."
+            )
         check_model_settings(hidden_sizes, n_latent, eta, alpha, beta, kernel_widths)
         matrix, where = self._registered_matrix(self.adata)
         scan = scan_matrix(matrix)
@@ -180,6 +202,8 @@ class TRVAE(
             mmd_on=mmd_on,
             kernel_widths=kernel_widths,
             mse_output_activation=mse_output_activation,
+            architecture=architecture,
+            image_shape=image_shape,
         )
         gene_means = torch.as_tensor(scan.gene_sums / matrix.shape[0], dtype=torch.float32)
         self.module.init_output_bias(gene_means)

@@ -74,7 +74,7 @@ class _RegistryUnpickler(pickle.Unpickler):
 
 
 def read_saved_model(dir_path: str | os.PathLike, prefix: str | None) -> dict:
-    """The registry of a saved model, read without unpickling anything but plain data.
+    """The attributes of a saved model (registry, settings), read without running its code.
 
     Raises a clear error for a missing, truncated or foreign file, and for one that names
     anything beyond plain data: unpickling it in full, as scvi-tools' loader does
@@ -91,7 +91,7 @@ def read_saved_model(dir_path: str | os.PathLike, prefix: str | None) -> dict:
             data = next(name for name in archive.namelist() if name.endswith("/data.pkl"))
             with archive.open(data) as handle:
                 saved = _RegistryUnpickler(handle).load()
-        return saved["attr_dict"]["registry_"]
+        return saved["attr_dict"]
     except pickle.UnpicklingError as error:
         raise ValueError(
             f"{model_file} names {error}, which a saved TRVAE never holds: unpickling it could "
@@ -214,7 +214,7 @@ class SaveLoadMixin:
         True
 
         """
-        registry = read_saved_model(dir_path, prefix)
+        registry = read_saved_model(dir_path, prefix)["registry_"]
         if registry.get("model_name") != cls.__name__:
             raise ValueError(
                 f"{dir_path} holds a {registry.get('model_name')!r} model, not a TRVAE; load it "
@@ -262,10 +262,23 @@ class SaveLoadMixin:
         'new_study'
 
         """
+        if isinstance(reference_model, str | os.PathLike):
+            attributes = read_saved_model(reference_model, None)
+            registry = attributes["registry_"]
+            architecture = attributes["init_params_"]["non_kwargs"].get("architecture", "mlp")
+        else:
+            registry = reference_model.adata_manager.registry
+            architecture = reference_model.module.architecture
+        if architecture != "mlp":
+            raise NotImplementedError(
+                f"load_query_data maps new conditions into fully connected models; this one has "
+                f"architecture={architecture!r}. Train a model with all conditions instead."
+            )
         model = super().load_query_data(adata, reference_model, **kwargs)
         model._mapped_query = True
         module = model.module
-        n_new = len(model.conditions) - len(_reference_conditions(reference_model))
+        reference_conditions = registry["field_registries"]["batch"]["state_registry"]
+        n_new = len(model.conditions) - len(reference_conditions["categorical_mapping"])
         if module.is_count_model and n_new > 0 and not module.px_r.requires_grad:
             with torch.no_grad():
                 module.px_r[:, -n_new:] = module.px_r[:, :-n_new].mean(1, keepdim=True)
@@ -274,13 +287,3 @@ class SaveLoadMixin:
             module.px_r.requires_grad_(True)
             module.px_r.register_hook(lambda grad: grad * trainable.to(grad.device))
         return model
-
-
-def _reference_conditions(reference_model) -> list:
-    """Conditions of a reference model, given as a model or the folder it was saved to."""
-    if isinstance(reference_model, str | os.PathLike):
-        registry = read_saved_model(reference_model, None)
-    else:
-        registry = reference_model.adata_manager.registry
-    batch = registry["field_registries"]["batch"]["state_registry"]
-    return list(batch["categorical_mapping"])

@@ -282,3 +282,29 @@ def check_against_registry(adata: AnnData, registry: dict, extend_categories: bo
             fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]["original_key"],
             np.asarray(fields[REGISTRY_KEYS.BATCH_KEY]["state_registry"]["categorical_mapping"]),
         )
+
+
+def check_image_shape(image_shape, n_vars: int, recon_loss: str) -> tuple[int, int, int]:
+    """Raise unless ``image_shape`` describes the rows of ``X`` as images a conv net can take."""
+    if recon_loss != "mse":
+        raise ValueError(
+            f"architecture='conv' models pixel values with recon_loss='mse'; got "
+            f"recon_loss={recon_loss!r}, a likelihood for counts. Pass recon_loss='mse'."
+        )
+    if image_shape is None or len(image_shape) != 3:
+        raise ValueError(
+            f"architecture='conv' needs image_shape=(channels, height, width); got "
+            f"{image_shape!r}."
+        )
+    channels, height, width = (int(size) for size in image_shape)
+    if channels * height * width != n_vars:
+        raise ValueError(
+            f"image_shape={tuple(image_shape)!r} holds {channels * height * width} values, but "
+            f"X has {n_vars} columns per cell. Pass the shape the rows of X were flattened from."
+        )
+    if height % 4 or width % 4:
+        raise ValueError(
+            f"image_shape={tuple(image_shape)!r}: height and width must be divisible by 4 (two "
+            "stride-2 convolutions); pad or resize the images."
+        )
+    return channels, height, width

@@ -13,7 +13,14 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
-from trvae_scvi.nn import ConditionalMLP, mmd_between_conditions
+from trvae_scvi.nn import (
+    ConditionalImageLayer,
+    ConditionalMLP,
+    ConvDecoder,
+    ConvEncoder,
+    PixelBias,
+    mmd_between_conditions,
+)
 
 ReconLoss = Literal["mse", "nb", "zinb"]
 
@@ -66,6 +73,11 @@ class TRVAEModule(BaseModuleClass):
         Squared bandwidths of the RBF kernels of the MMD.
     mse_output_activation
         ``"relu"`` (non-negative log data, the paper) or ``"linear"`` (scaled data), for ``"mse"``.
+    architecture
+        ``"mlp"`` (fully connected, for cells) or ``"conv"`` (images, the paper's Table 1: the
+        condition enters as an extra image channel; ``hidden_sizes = (filters, width)``).
+    image_shape
+        ``(channels, height, width)`` of the images, for ``"conv"``.
 
     Examples
     --------
@@ -74,7 +86,7 @@ class TRVAEModule(BaseModuleClass):
     >>> settings = dict(
     ...     hidden_sizes=(8, 4), n_latent=2, dropout_rate=0.0, normalization="none",
     ...     activation="leaky_relu", recon_loss="mse", eta=1.0, loss_reduction="sum",
-    ...     beta=100.0, mmd_on="y",
+    ...     beta=100.0, mmd_on="y", architecture="mlp", image_shape=None,
     ...     kernel_widths=PAPER_KERNEL_WIDTHS, mse_output_activation="linear",
     ... )
     >>> module = TRVAEModule(n_input=5, n_conditions=2, **settings)
@@ -104,6 +116,8 @@ class TRVAEModule(BaseModuleClass):
         mmd_on: Literal["y", "z"],
         kernel_widths: Sequence[float],
         mse_output_activation: Literal["relu", "linear"],
+        architecture: Literal["mlp", "conv"],
+        image_shape: tuple[int, int, int] | None,
     ):
         super().__init__()
         if loss_reduction not in ("sum", "mean"):
@@ -132,13 +146,25 @@ class TRVAEModule(BaseModuleClass):
         }
         hidden_sizes = list(hidden_sizes)
 
-        self.encoder = ConditionalMLP(n_input, hidden_sizes, n_conditions, **layer_kwargs)
+        self.architecture = architecture
+        if architecture == "conv":
+            filters, width = hidden_sizes[0], hidden_sizes[-1]
+            self.encoder = ConvEncoder(image_shape, n_conditions, width, filters)
+            self.mmd_layer = ConditionalImageLayer(n_latent, image_shape, n_conditions, width)
+            self.decoder = ConvDecoder(width, image_shape, filters)
+            self.px_output = PixelBias(n_input)
+        else:
+            self.encoder = ConditionalMLP(n_input, hidden_sizes, n_conditions, **layer_kwargs)
+            # g1: the MMD layer. g2: the remaining decoder layers, without the condition.
+            self.mmd_layer = ConditionalMLP(
+                n_latent, hidden_sizes[-1:], n_conditions, **layer_kwargs
+            )
+            self.decoder = ConditionalMLP(
+                hidden_sizes[-1], hidden_sizes[-2::-1], 0, **layer_kwargs
+            )
+            self.px_output = nn.Linear(self.decoder.n_output, n_input)
         self.z_mean = nn.Linear(hidden_sizes[-1], n_latent)
         self.z_log_var = nn.Linear(hidden_sizes[-1], n_latent)
-        # g1: the MMD layer. g2: the remaining decoder layers, without the condition.
-        self.mmd_layer = ConditionalMLP(n_latent, hidden_sizes[-1:], n_conditions, **layer_kwargs)
-        self.decoder = ConditionalMLP(hidden_sizes[-1], hidden_sizes[-2::-1], 0, **layer_kwargs)
-        self.px_output = nn.Linear(self.decoder.n_output, n_input)
         if recon_loss == "zinb":
             self.px_dropout = nn.Linear(self.decoder.n_output, n_input)
         if self.is_count_model:
