@@ -87,7 +87,7 @@ class OutputsMixin:
 
     def get_corrected_expression(
         self,
-        target_condition: str,
+        target_condition: str | Sequence[str],
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
@@ -129,7 +129,7 @@ class OutputsMixin:
         """
         adata, indices = self._prepare(adata, indices)
         target_code = self._condition_code(target_condition, "target_condition")
-        layer_key = layer_key or f"trVAE_corrected_{target_condition}"
+        layer_key = layer_key or f"trVAE_corrected_{self.conditions[target_code]}"
         check_can_store(adata, "layers", layer_key, add_to_adata, overwrite, indices)
         cells = self._encode(adata, indices, None, batch_size)
         corrected = self._decode(cells["library"], target_code, batch_size, z=cells["z"])
