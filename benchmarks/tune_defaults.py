@@ -92,7 +92,9 @@ def train(task, settings: dict, steps: int | None, seed: int) -> TRVAE:
     return model
 
 
-def run(config: str, dataset: str, group: str, seed: int) -> list[dict]:
+def run(
+    config: str, dataset: str, group: str, seed: int, keep_models: Path | None = None
+) -> list[dict]:
     """Train one configuration on one task; score every predictor and the mean shift."""
     threads = torch.get_num_threads()
     adata = DATASETS[dataset].load()
@@ -103,6 +105,8 @@ def run(config: str, dataset: str, group: str, seed: int) -> list[dict]:
     start = time.perf_counter()
     model = train(task, settings, steps, seed)
     seconds = time.perf_counter() - start
+    if keep_models is not None:  # to score other predictors later without training again
+        model.save(keep_models / config / f"{dataset}_{group}_{seed}", overwrite=True)
     key = {"config": config, "dataset": dataset, "group": group, "seed": seed}
     rows = [{**key, "predictor": "mean shift", **scores(task.mean_shift, task.real, task, 0)}]
     for name, options in PREDICTORS.items():
@@ -189,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--jobs", type=int, default=1, help="processes (1 thread each if >1)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "tuning"))
+    parser.add_argument("--keep-models", type=Path, default=None, help="save each model here")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,11 +220,11 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.jobs == 1:
         for key in runs:
-            write(key, run(*key))
+            write(key, run(*key, keep_models=args.keep_models))
     else:
         torch.set_num_threads(1)  # the workers inherit it: one thread per process
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(run, *key): key for key in runs}
+            futures = {pool.submit(run, *key, args.keep_models): key for key in runs}
             for future in as_completed(futures):
                 write(futures[future], future.result())
     frame = pd.read_json(rows_path, lines=True)

@@ -16,11 +16,12 @@ from scvi.distributions import NegativeBinomial
 from trvae_scvi.nn import neuron_edit
 
 from ._outputs import Cells
-from ._validation import check_choice, check_indices, row_chunks
+from ._validation import check_choice, check_indices
 
 METHODS = ("calibrated", "transfer", "latent_shift", "neuron_edit")
 # Chosen on the tuning tasks of benchmarks/tune_defaults.py (see docs/method.md).
 DEFAULT_CALIBRATION_WEIGHT = 1.0
+DEFAULT_NEIGHBORS = None
 
 
 class PredictionMixin:
@@ -36,6 +37,7 @@ class PredictionMixin:
         reference_indices: Sequence[int] | None = None,
         cell_type_key: str | None = None,
         calibration_weight: float = DEFAULT_CALIBRATION_WEIGHT,
+        n_neighbors: int | None = DEFAULT_NEIGHBORS,
         neuron_edit_layer: Literal["y", "z"] = "y",
         n_percentiles: int = 100,
         sample: bool = False,
@@ -98,6 +100,11 @@ class PredictionMixin:
         calibration_weight
             Weight of the model's own cell-specific change in ``"calibrated"``, between 0 and
             1 (see ``docs/method.md`` for how the default was chosen).
+        n_neighbors
+            ``"calibrated"``: take each cell's reference change (real, and the model's) from
+            its ``n_neighbors`` nearest reference cells of each condition in z, instead of
+            from the whole reference, so that a cell type unlike most of the reference is
+            calibrated on the cells most like it. ``None`` uses the whole reference.
         neuron_edit_layer
             Layer edited by ``"neuron_edit"``: ``"y"`` (MMD layer) or ``"z"``.
         n_percentiles
@@ -151,6 +158,8 @@ class PredictionMixin:
         check_choice("neuron_edit_layer", neuron_edit_layer, ("y", "z"))
         if not 0 <= calibration_weight <= 1:
             raise ValueError(f"calibration_weight={calibration_weight!r} must lie in [0, 1].")
+        if n_neighbors is not None and int(n_neighbors) < 1:
+            raise ValueError(f"n_neighbors={n_neighbors!r} must be a positive integer or None.")
         adata, indices = self._prepare(adata, indices)
         target_code = self._condition_code(target_condition, "target_condition")
         own = adata.obs[self.condition_key].iloc[indices].astype(str).to_numpy()
@@ -175,8 +184,8 @@ class PredictionMixin:
                 rows = np.flatnonzero(codes == code)
                 prediction[rows] = self._calibrated(
                     adata, indices[rows], {k: v[rows] for k, v in cells.items()},
-                    reference(int(code)), int(code), target_code, calibration_weight, sample,
-                    target_sum, batch_size,
+                    reference(int(code)), int(code), target_code, calibration_weight,
+                    n_neighbors, sample, target_sum, batch_size,
                 )  # fmt: skip
         else:
             decode_code, decode_input = self._edit(
@@ -190,7 +199,8 @@ class PredictionMixin:
             )  # fmt: skip
         settings = {"method": method, "sample": sample}
         if method == "calibrated":
-            settings["calibration_weight"] = calibration_weight
+            neighbors = "all" if n_neighbors is None else int(n_neighbors)  # h5ad stores no None
+            settings.update(calibration_weight=calibration_weight, n_neighbors=neighbors)
         if method == "neuron_edit":
             settings.update(neuron_edit_layer=neuron_edit_layer, n_percentiles=n_percentiles)
         return self._prediction_anndata(
@@ -237,6 +247,7 @@ class PredictionMixin:
         source_code: int,
         target_code: int,
         weight: float,
+        n_neighbors: int | None,
         sample: bool,
         target_sum: float,
         batch_size: int | None,
@@ -245,33 +256,44 @@ class PredictionMixin:
 
         In the model's log space (the data for ``mse``; ``log1p(counts / library *
         target_sum)`` for count models), per cell:
-        ``S + (mean X - mean S) + (R_t - R_s) + w ((T - S) - mean(T_r - S_r))``, with
-        ``S``/``T`` the cell decoded with the source/target condition, ``X`` the cells' real
-        values (so that the decoder's bias on them cancels), ``R_s``/``R_t`` the reference's
-        real mean source/target profiles and ``T_r - S_r`` the model's change for the
-        reference's source cells. Draws (``mse``) replace ``S + mean X - mean S`` by ``X``:
-        the same means, each cell's own noise.
+        ``S + (mean X - mean S) + (R_t - R_s) + w ((T - S) - (T_r - S_r))``, with ``S``/``T``
+        the cell decoded with the source/target condition, ``X`` the cells' real values (so
+        that the decoder's bias on them cancels), ``R_s``/``R_t`` the real mean source/target
+        profiles of the reference and ``T_r - S_r`` the model's mean change for the
+        reference's source cells: over all of them, or with ``n_neighbors`` over each cell's
+        nearest reference cells in z. Draws (``mse``) replace ``S + mean X - mean S`` by
+        ``X``: the same means, each cell's own noise.
         """
         (where, source_rows), (_, target_rows) = reference
         log = self._log_space(target_sum)
-        real_change = _mean_log(self, where, target_rows, log) - _mean_log(
-            self, where, source_rows, log
-        )
-        ref = self._encode(where, source_rows, None, batch_size)
+        source_ref = self._encode(where, source_rows, None, batch_size)
+        real_source = self._log_values(where, source_rows, target_sum)
+        real_target = self._log_values(where, target_rows, target_sum)
+        if n_neighbors is None:
+            source_weights = np.full((1, len(source_rows)), 1 / len(source_rows))
+            target_weights = np.full((1, len(target_rows)), 1 / len(target_rows))
+        else:
+            target_ref = self._encode(where, target_rows, None, batch_size)
+            source_weights = _neighbor_weights(cells["z"], source_ref["z"], n_neighbors)
+            target_weights = _neighbor_weights(cells["z"], target_ref["z"], n_neighbors)
 
         def decoded(group: Cells, code: int) -> np.ndarray:
             return log(self._decode(group["library"], code, batch_size, z=group["z"]), group)
 
         own = decoded(cells, source_code)
         model_change = decoded(cells, target_code) - own
-        correction = real_change + weight * (
-            model_change - (decoded(ref, target_code) - decoded(ref, source_code)).mean(0)
+        ref_model_change = decoded(source_ref, target_code) - decoded(source_ref, source_code)
+        correction = (
+            np.asarray(target_weights @ real_target)
+            - np.asarray(source_weights @ real_source)
+            + weight * (model_change - source_weights @ ref_model_change)
         )
         if sample and not self.module.is_count_model:
             return own + cells["residual"].numpy() + correction
-        expected = own + (_mean_log(self, adata, indices, log) - own.mean(0)) + correction
+        real_own = self._log_values(adata, indices, target_sum)
+        expected = own + (np.asarray(real_own.mean(0)).ravel() - own.mean(0)) + correction
         if not self.module.is_count_model:
-            return expected
+            return expected.astype(np.float32)
         size = np.exp(cells["library"].numpy())
         counts = np.expm1(np.maximum(expected, 0.0)) * size / target_sum
         if not sample:
@@ -287,6 +309,15 @@ class PredictionMixin:
         return lambda values, cells: np.log1p(
             values / np.exp(cells["library"].numpy()) * target_sum
         )
+
+    def _log_values(self, adata: AnnData, rows: np.ndarray, target_sum: float) -> sp.csr_matrix:
+        """Real values of cells in the model's log space, sparse (log1p keeps zeros at 0)."""
+        matrix, _ = self._registered_matrix(adata)
+        values = sp.csr_matrix(matrix[np.sort(rows)][np.argsort(np.argsort(rows))])
+        if self.module.is_count_model:
+            library = np.maximum(np.asarray(values.sum(axis=1)).ravel(), 1.0)
+            values = sp.csr_matrix(sp.diags(target_sum / library) @ values).log1p()
+        return values.astype(np.float64)
 
     def _registered_codes(self, adata: AnnData) -> np.ndarray:
         manager = self.get_anndata_manager(adata)
@@ -446,12 +477,14 @@ def _uns_safe(value):
     return value
 
 
-def _mean_log(model, adata: AnnData, rows: np.ndarray, log) -> np.ndarray:
-    """Mean real profile of cells in the model's log space, read in row blocks."""
-    matrix, _ = model._registered_matrix(adata)
-    total = np.zeros(matrix.shape[1])
-    for block in row_chunks(matrix, rows):
-        block = np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float64)
-        library = {"library": torch.as_tensor(np.log(np.maximum(block.sum(1, keepdims=True), 1)))}
-        total += log(block, library).sum(0)
-    return total / len(rows)
+def _neighbor_weights(query: torch.Tensor, reference: torch.Tensor, k: int) -> sp.csr_matrix:
+    """Rows of ``1 / k`` on each query cell's ``k`` nearest reference cells (Euclidean)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(int(k), len(reference))
+    search = NearestNeighbors(n_neighbors=k).fit(reference.numpy())
+    _, nearest = search.kneighbors(query.numpy())
+    rows = np.repeat(np.arange(len(query)), k)
+    return sp.csr_matrix(
+        (np.full(rows.size, 1 / k), (rows, nearest.ravel())), shape=(len(query), len(reference))
+    )

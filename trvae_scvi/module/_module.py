@@ -147,24 +147,24 @@ class TRVAEModule(BaseModuleClass):
         hidden_sizes = list(hidden_sizes)
 
         self.architecture = architecture
+        width = hidden_sizes[-1]
+        # Built in this order (encoder, z, MMD layer, decoder) so that a seed gives the same
+        # initial weights as before the convolutional architecture existed.
         if architecture == "conv":
-            filters, width = hidden_sizes[0], hidden_sizes[-1]
-            self.encoder = ConvEncoder(image_shape, n_conditions, width, filters)
-            self.mmd_layer = ConditionalImageLayer(n_latent, image_shape, n_conditions, width)
-            self.decoder = ConvDecoder(width, image_shape, filters)
-            self.px_output = PixelBias(n_input)
+            self.encoder = ConvEncoder(image_shape, n_conditions, width, hidden_sizes[0])
         else:
             self.encoder = ConditionalMLP(n_input, hidden_sizes, n_conditions, **layer_kwargs)
+        self.z_mean = nn.Linear(width, n_latent)
+        self.z_log_var = nn.Linear(width, n_latent)
+        if architecture == "conv":
+            self.mmd_layer = ConditionalImageLayer(n_latent, image_shape, n_conditions, width)
+            self.decoder = ConvDecoder(width, image_shape, hidden_sizes[0])
+            self.px_output = PixelBias(n_input)
+        else:
             # g1: the MMD layer. g2: the remaining decoder layers, without the condition.
-            self.mmd_layer = ConditionalMLP(
-                n_latent, hidden_sizes[-1:], n_conditions, **layer_kwargs
-            )
-            self.decoder = ConditionalMLP(
-                hidden_sizes[-1], hidden_sizes[-2::-1], 0, **layer_kwargs
-            )
+            self.mmd_layer = ConditionalMLP(n_latent, [width], n_conditions, **layer_kwargs)
+            self.decoder = ConditionalMLP(width, hidden_sizes[-2::-1], 0, **layer_kwargs)
             self.px_output = nn.Linear(self.decoder.n_output, n_input)
-        self.z_mean = nn.Linear(hidden_sizes[-1], n_latent)
-        self.z_log_var = nn.Linear(hidden_sizes[-1], n_latent)
         if recon_loss == "zinb":
             self.px_dropout = nn.Linear(self.decoder.n_output, n_input)
         if self.is_count_model:
