@@ -50,28 +50,28 @@ CONFIGS: dict[str, tuple[dict, int | None]] = {
     "paper loss, steps 4000": (PAPER_LOSS, 4000),
     "MMD on z": ({"mmd_on": "z"}, None),
     "beta 0 (CVAE)": ({"beta": 0.0}, None),
-    "paper loss, beta 10": ({**PAPER_LOSS, "beta": 10.0}, 4000),
-    "paper loss, beta 1000": ({**PAPER_LOSS, "beta": 1000.0}, 4000),
-    "paper loss, MMD on z, steps 4000": ({**PAPER_LOSS, "mmd_on": "z"}, 4000),
+    "paper loss, beta 10": ({**PAPER_LOSS, "beta": 10.0}, None),
+    "paper loss, beta 1000": ({**PAPER_LOSS, "beta": 1000.0}, None),
+    "paper loss, MMD on z": ({**PAPER_LOSS, "mmd_on": "z"}, None),
     "hidden 256-256-128, steps 4000": ({"hidden_sizes": (256, 256, 128)}, 4000),
 }
-CALIBRATION_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
+CALIBRATION_WEIGHTS = (0.0, 0.5, 1.0)
+NEIGHBORS = (None, 30, 100)
 PREDICTORS: dict[str, dict] = {
     "transfer": {"method": "transfer"},
     "transfer, sampled": {"method": "transfer", "sample": True},
     **{
-        f"calibrated {w}": {"method": "calibrated", "calibration_weight": w}
-        for w in CALIBRATION_WEIGHTS
-    },
-    **{
-        f"calibrated {w}, sampled": {
+        f"calibrated w={w}, neighbours {k or 'all'}": {
             "method": "calibrated",
             "calibration_weight": w,
-            "sample": True,
+            "n_neighbors": k,
         }
         for w in CALIBRATION_WEIGHTS
+        for k in NEIGHBORS
     },
+    "calibrated w=1.0, neighbours all, sampled": {"method": "calibrated", "sample": True},
     "NeuronEdit (y)": {"method": "neuron_edit"},
+    "NeuronEdit (y), sampled": {"method": "neuron_edit", "sample": True},
     "latent shift": {"method": "latent_shift"},
 }
 
@@ -93,23 +93,43 @@ def train(task, settings: dict, steps: int | None, seed: int) -> TRVAE:
 
 
 def run(
-    config: str, dataset: str, group: str, seed: int, keep_models: Path | None = None
+    config: str,
+    dataset: str,
+    group: str,
+    seed: int,
+    keep_models: Path | None = None,
+    scored: frozenset = frozenset(),
 ) -> list[dict]:
-    """Train one configuration on one task; score every predictor and the mean shift."""
+    """Train (or load) one configuration's model of one task; score what is not in ``scored``.
+
+    ``scored`` names the predictors (and the mean shift) already in the results.
+    """
     threads = torch.get_num_threads()
     adata = DATASETS[dataset].load()
     task = hold_out(adata, group)
     # scanpy's Wilcoxon test (numba) in hold_out can raise torch's thread count: restore it.
     torch.set_num_threads(threads)
     settings, steps = CONFIGS[config]
-    start = time.perf_counter()
-    model = train(task, settings, steps, seed)
-    seconds = time.perf_counter() - start
-    if keep_models is not None:  # to score other predictors later without training again
-        model.save(keep_models / config / f"{dataset}_{group}_{seed}", overwrite=True)
+    saved = None if keep_models is None else keep_models / config / f"{dataset}_{group}_{seed}"
+    if saved is not None and (saved / "seconds.json").exists():  # score a kept model again
+        model = TRVAE.load(saved, task.train)
+        seconds = json.loads((saved / "seconds.json").read_text())["train_seconds"]
+    else:
+        start = time.perf_counter()
+        model = train(task, settings, steps, seed)
+        seconds = time.perf_counter() - start
+        if saved is not None:  # to score other predictors later without training again
+            model.save(saved, overwrite=True)
+            (saved / "seconds.json").write_text(json.dumps({"train_seconds": seconds}))
     key = {"config": config, "dataset": dataset, "group": group, "seed": seed}
-    rows = [{**key, "predictor": "mean shift", **scores(task.mean_shift, task.real, task, 0)}]
+    rows = []
+    if "mean shift" not in scored:
+        rows.append(
+            {**key, "predictor": "mean shift", **scores(task.mean_shift, task.real, task, 0)}
+        )
     for name, options in PREDICTORS.items():
+        if name in scored:
+            continue
         scvi.settings.seed = seed
         predicted = model.predict(
             indices=task.control_indices,
@@ -193,23 +213,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--jobs", type=int, default=1, help="processes (1 thread each if >1)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "tuning"))
-    parser.add_argument("--keep-models", type=Path, default=None, help="save each model here")
+    parser.add_argument(
+        "--keep-models", type=Path, default=None, help="save models here (and reuse them)"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "tune_defaults.jsonl"
-    done = set()
+    scored: dict[tuple, set] = {}  # (config, dataset, group, seed) -> predictors scored
     if rows_path.exists():
         for line in rows_path.read_text().splitlines():
             row = json.loads(line)
-            done.add((row["config"], row["dataset"], row["group"], row["seed"]))
+            key = (row["config"], row["dataset"], row["group"], row["seed"])
+            scored.setdefault(key, set()).add(row["predictor"])
+    wanted = {"mean shift", *PREDICTORS}
     runs = [
         (config, dataset, group, seed)
         for config in args.configs
         for dataset in args.datasets
         for group in DATASETS[dataset].tuning_groups
         for seed in args.seeds
-        if (config, dataset, group, seed) not in done
+        if not wanted <= scored.get((config, dataset, group, seed), set())
     ]
 
     def write(key, rows):
@@ -220,11 +244,14 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.jobs == 1:
         for key in runs:
-            write(key, run(*key, keep_models=args.keep_models))
+            write(key, run(*key, args.keep_models, frozenset(scored.get(key, ()))))
     else:
         torch.set_num_threads(1)  # the workers inherit it: one thread per process
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(run, *key, args.keep_models): key for key in runs}
+            futures = {
+                pool.submit(run, *key, args.keep_models, frozenset(scored.get(key, ()))): key
+                for key in runs
+            }
             for future in as_completed(futures):
                 write(futures[future], future.result())
     frame = pd.read_json(rows_path, lines=True)

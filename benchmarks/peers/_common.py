@@ -1,8 +1,13 @@
 """Shared helpers of the peer prediction scripts (needs only numpy and anndata).
 
-The split is the project's held-out protocol (``trvae_scvi.benchmarking.hold_out``): for a cell
-type T, train on every cell except T's stimulated cells and predict the stimulated state of T's
-control cells, in their order in the file.
+The split is the project's held-out protocol (``trvae_scvi.benchmarking.hold_out``, as
+``benchmarks/holdout.py`` uses it): for a group T (a cell type, or a patient), train on every
+cell except T's stimulated cells and predict the stimulated state of T's control cells, in their
+order in the file.
+
+Datasets (``--dataset``): ``kang``, the bundled Kang file read as it is, and ``glioblastoma``,
+the log form of ``perturbation_data.glioblastoma()`` written to ``data/glioblastoma_log.h5ad``
+by ``write_data.py`` (run with the project's venv; the peers' venvs cannot import the project).
 """
 
 from __future__ import annotations
@@ -19,10 +24,16 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = (
+KANG_DATA = (
     HERE.parent.parent / "trvae_scvi" / "datasets" / "data" / "kang2018_pbmc_scgen_valid.h5ad"
 )
+DATA_DIR = HERE / "data"  # files written by write_data.py (git-ignored)
 CELL_TYPES = ["B", "CD14+Mono", "CD4T", "CD8T", "Dendritic", "FCGR3A+Mono", "NK"]
+# Each dataset's file and its reporting groups (those of benchmarks/perturbation_data.py).
+DATASETS = {
+    "kang": (KANG_DATA, CELL_TYPES),
+    "glioblastoma": (DATA_DIR / "glioblastoma_log.h5ad", ["PW034", "PW036", "PW040"]),
+}
 CELL_TYPE_KEY, CONDITION_KEY = "cell_type", "condition"
 CONTROL, STIMULATED = "control", "stimulated"
 
@@ -30,13 +41,30 @@ CONTROL, STIMULATED = "control", "stimulated"
 def parse_args(description: str) -> argparse.Namespace:
     """The arguments every peer script takes."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--cell-types", nargs="+", default=CELL_TYPES)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="kang")
+    parser.add_argument("--data", type=Path, default=None, help="default: the dataset's file")
+    parser.add_argument(
+        "--groups",
+        "--cell-types",
+        dest="groups",
+        nargs="+",
+        default=None,
+        help="cell types (kang) or patients (glioblastoma); default: the reporting groups",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=HERE / "predictions")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the epoch cap")
     parser.add_argument("--overwrite", action="store_true", help="redo runs whose .npz exists")
-    return parser.parse_args()
+    args = parser.parse_args()
+    data, groups = DATASETS[args.dataset]
+    args.data = data if args.data is None else args.data
+    args.groups = groups if args.groups is None else args.groups
+    if not args.data.exists():
+        raise SystemExit(
+            f"{args.data} is missing; write it with the project's venv: "
+            f".venv/bin/python benchmarks/peers/write_data.py --datasets {args.dataset}"
+        )
+    return args
 
 
 def read_data(path: Path):
@@ -50,11 +78,11 @@ def read_data(path: Path):
 
 
 def split(adata, cell_type: str):
-    """``(train, control_obs_names)`` of the held-out task for ``cell_type``."""
+    """``(train, control_obs_names)`` of the held-out task for ``cell_type`` (the group)."""
     types = adata.obs[CELL_TYPE_KEY].astype(str).to_numpy()
     conditions = adata.obs[CONDITION_KEY].astype(str).to_numpy()
     if cell_type not in set(types):
-        raise SystemExit(f"unknown cell type {cell_type!r}; choose from {sorted(set(types))}")
+        raise SystemExit(f"unknown group {cell_type!r}; choose from {sorted(set(types))}")
     held_out = (types == cell_type) & (conditions == STIMULATED)
     train = adata[~held_out].copy()
     control = (types == cell_type) & (conditions == CONTROL)
@@ -109,18 +137,20 @@ def write_prediction(path: Path, predicted, obs_names, seconds: float, extra: di
 
 
 def run_all(peer: str, args: argparse.Namespace, settings: dict, fit_predict) -> None:
-    """Run ``fit_predict(train, cell_type, seed) -> (predicted, obs_names, extra)`` on every task.
+    """Run ``fit_predict(train, group, seed) -> (predicted, obs_names, extra)`` on every task.
 
+    Writes ``OUT/<dataset>/<peer>/<group>_seed<S>.npz`` and ``OUT/<dataset>/<peer>/settings.json``.
     ``seconds`` in each ``.npz`` is the wall time of ``fit_predict`` (model set-up, training and
     prediction; reading the file and making the split are not counted).
     """
     adata = read_data(args.data)
-    out = args.out / peer
+    out = args.out / args.dataset / peer
     settings = {
         "peer": peer,
+        "dataset": args.dataset,
         "data": str(args.data),
         "data_shape": list(adata.shape),
-        "cell_types": args.cell_types,
+        "groups": args.groups,
         "seeds": args.seeds,
         "protocol": (
             "train = all cells except (cell_type==T & condition=='stimulated'); predict the "
@@ -131,11 +161,11 @@ def run_all(peer: str, args: argparse.Namespace, settings: dict, fit_predict) ->
         **settings,
     }
     write_settings(out, settings)
-    for cell_type in args.cell_types:
+    for cell_type in args.groups:
         for seed in args.seeds:
             path = out / f"{cell_type}_seed{seed}.npz"
             if path.exists() and not args.overwrite:
-                print(f"[{peer}] {path.name} exists; skipping", flush=True)
+                print(f"[{peer}] {args.dataset}/{path.name} exists; skipping", flush=True)
                 continue
             train, control_names = split(adata, cell_type)
             seed_everything(seed)
@@ -150,4 +180,7 @@ def run_all(peer: str, args: argparse.Namespace, settings: dict, fit_predict) ->
             if predicted.shape != (len(control_names), adata.n_vars):
                 raise RuntimeError(f"{peer} {cell_type}: prediction shape {predicted.shape}")
             write_prediction(path, predicted, obs_names, seconds, extra)
-            print(f"[{peer}] {cell_type} seed {seed}: {seconds:.1f} s -> {path}", flush=True)
+            print(
+                f"[{peer}] {args.dataset} {cell_type} seed {seed}: {seconds:.1f} s -> {path}",
+                flush=True,
+            )

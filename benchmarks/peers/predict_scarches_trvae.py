@@ -1,8 +1,9 @@
-"""scArches' PyTorch trVAE (scarches.models.TRVAE) predictions for the held-out Kang benchmark.
+"""scArches' PyTorch trVAE (scarches.models.TRVAE) predictions for the held-out benchmarks.
 
 Run with ``benchmarks/peers/.venv-scarches/bin/python``. Writes
-``OUT/scarches_trvae/<cell type>_seed<S>.npz`` and ``OUT/scarches_trvae/settings.json``; see
-``_common.py`` for the protocol.
+``OUT/<dataset>/scarches_trvae/<group>_seed<S>.npz`` and
+``OUT/<dataset>/scarches_trvae/settings.json``; see ``_common.py`` for the protocol and the
+datasets (Kang, glioblastoma).
 
 scArches' TRVAE has no predict method, so transfer is done through its own network: the control
 cells are encoded with their own condition (latent mean, no sampling) and decoded with the
@@ -81,7 +82,7 @@ def transfer(model, x: np.ndarray, source: str, target: str) -> np.ndarray:
 
 
 def main() -> None:
-    """Train and predict every requested (cell type, seed)."""
+    """Train and predict every requested (group, seed)."""
     args = _common.parse_args(__doc__.splitlines()[0])
     warnings.filterwarnings("ignore")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -119,13 +120,13 @@ def main() -> None:
     }
 
     def fit_predict(train, cell_type, seed):
-        model = sca.models.TRVAE(
-            adata=train,
-            condition_key=_common.CONDITION_KEY,
-            conditions=CONDITIONS,
-            **MODEL,
-        )
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its architecture
+            model = sca.models.TRVAE(
+                adata=train,
+                condition_key=_common.CONDITION_KEY,
+                conditions=CONDITIONS,
+                **MODEL,
+            )
             model.train(n_epochs=n_epochs, **TRAIN, **TRAINER, seed=seed, monitor=False)
         mask = (train.obs[_common.CELL_TYPE_KEY] == cell_type) & (
             train.obs[_common.CONDITION_KEY] == _common.CONTROL

@@ -1,7 +1,8 @@
-"""scGen (pertpy.tools.Scgen) predictions for the held-out Kang benchmark.
+"""scGen (pertpy.tools.Scgen) predictions for the held-out benchmarks (Kang, glioblastoma).
 
-Run with ``benchmarks/peers/.venv-scgen/bin/python``. Writes ``OUT/scgen/<cell type>_seed<S>.npz``
-and ``OUT/scgen/settings.json``; see ``_common.py`` for the protocol.
+Run with ``benchmarks/peers/.venv-scgen/bin/python``. Writes
+``OUT/<dataset>/scgen/<group>_seed<S>.npz`` and ``OUT/<dataset>/scgen/settings.json``; see
+``_common.py`` for the protocol and the datasets.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def seeded_default_rng(seed: int):
 
 
 def main() -> None:
-    """Train and predict every requested (cell type, seed)."""
+    """Train and predict every requested (group, seed)."""
     args = _common.parse_args(__doc__.splitlines()[0])
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.WARNING)
@@ -98,7 +99,7 @@ def main() -> None:
         "predict": {
             "ctrl_key": _common.CONTROL,
             "stim_key": _common.STIMULATED,
-            "celltype_to_predict": "<held-out cell type>",
+            "celltype_to_predict": "<held-out group>",
             "restrict_arithmetic_to": "all (library default)",
             "note": "np.random.default_rng() (unseeded inside pertpy) is seeded from the run seed",
         },

@@ -1,24 +1,59 @@
 #!/usr/bin/env bash
-# Peer predictions for the held-out Kang benchmark: scGen (pertpy) and scArches' TRVAE, all 7 cell
-# types x seeds 0 1 2. Usage: bash benchmarks/peers/run.sh [OUT_DIR]
-# (default OUT_DIR: benchmarks/peers/predictions). Runs whose .npz exists are skipped, so an
-# interrupted run resumes; delete OUT_DIR/<peer> to redo a peer.
+# Peer predictions for the held-out benchmarks: scGen (pertpy) and scArches' TRVAE on the bundled
+# Kang file (7 cell types) and the glioblastoma data (patients PW034 PW036 PW040), seeds 0 1 2.
+# Usage: bash benchmarks/peers/run.sh [OUT_DIR]   (default OUT_DIR: benchmarks/peers/predictions)
+# Environment: SEEDS (default "0 1 2"), PEERS (default "scgen scarches_trvae"), DATASETS (default
+# "kang glioblastoma"). Writes OUT_DIR/<dataset>/<peer>/<group>_seed<S>.npz; runs whose .npz
+# exists are skipped, so an interrupted run resumes; delete OUT_DIR/<dataset>/<peer> to redo one.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
 OUT="${1:-$HERE/predictions}"
-CELL_TYPES=(B CD14+Mono CD4T CD8T Dendritic FCGR3A+Mono NK)
-read -r -a SEEDS <<< "${SEEDS:-0 1 2}"  # e.g. SEEDS="0" bash run.sh
+read -r -a SEED_LIST <<< "${SEEDS:-0 1 2}"  # e.g. SEEDS="0" bash run.sh
+read -r -a PEER_LIST <<< "${PEERS:-scgen scarches_trvae}"
+read -r -a DATASET_LIST <<< "${DATASETS:-kang glioblastoma}"
+PROJECT_PY="${PROJECT_PYTHON:-$ROOT/.venv/bin/python}"  # writes the glioblastoma input file
+
+# The reporting groups (as in _common.DATASETS and benchmarks/perturbation_data.py).
+declare -A GROUP_LISTS=(
+    [kang]="B CD14+Mono CD4T CD8T Dendritic FCGR3A+Mono NK"
+    [glioblastoma]="PW034 PW036 PW040"
+)
+declare -A VENV=([scgen]=scgen [scarches_trvae]=scarches)
+for dataset in "${DATASET_LIST[@]}"; do
+    [ -n "${GROUP_LISTS[$dataset]:-}" ] || { echo "[run] unknown dataset $dataset" >&2; exit 2; }
+done
+for peer in "${PEER_LIST[@]}"; do
+    [ -n "${VENV[$peer]:-}" ] || { echo "[run] unknown peer $peer" >&2; exit 2; }
+done
 
 bash "$HERE/setup.sh"
-mkdir -p "$OUT"
+if [[ " ${DATASET_LIST[*]} " == *" glioblastoma "* ]]; then
+    "$PROJECT_PY" "$HERE/write_data.py" --datasets glioblastoma
+fi
 start=$(date +%s)
-"$HERE/.venv-scgen/bin/python" "$HERE/predict_scgen.py" \
-    --cell-types "${CELL_TYPES[@]}" --seeds "${SEEDS[@]}" --out "$OUT" 2>&1 \
-    | tee "$OUT/scgen.log" | grep --line-buffered '^\[scgen\]' || echo "[run] scgen failed; see $OUT/scgen.log"
-"$HERE/.venv-scarches/bin/python" "$HERE/predict_scarches_trvae.py" \
-    --cell-types "${CELL_TYPES[@]}" --seeds "${SEEDS[@]}" --out "$OUT" 2>&1 \
-    | tee "$OUT/scarches_trvae.log" | grep --line-buffered '^\[scarches_trvae\]' \
-    || echo "[run] scarches_trvae failed; see $OUT/scarches_trvae.log"
-n=$(ls "$OUT"/scgen/*_seed*.npz "$OUT"/scarches_trvae/*_seed*.npz 2>/dev/null | wc -l)
-echo "[run] $n of 42 prediction files in $OUT ($(( $(date +%s) - start )) s)"
-[ "$n" -eq 42 ]
+for dataset in "${DATASET_LIST[@]}"; do
+    read -r -a groups <<< "${GROUP_LISTS[$dataset]}"
+    mkdir -p "$OUT/$dataset"
+    for peer in "${PEER_LIST[@]}"; do
+        log="$OUT/$dataset/$peer.log"
+        "$HERE/.venv-${VENV[$peer]}/bin/python" "$HERE/predict_$peer.py" --dataset "$dataset" \
+            --groups "${groups[@]}" --seeds "${SEED_LIST[@]}" --out "$OUT" 2>&1 \
+            | tee "$log" | grep --line-buffered "^\[$peer\]" \
+            || echo "[run] $peer on $dataset failed; see $log"
+    done
+done
+n=0 expected=0
+for dataset in "${DATASET_LIST[@]}"; do
+    read -r -a groups <<< "${GROUP_LISTS[$dataset]}"
+    for peer in "${PEER_LIST[@]}"; do
+        for group in "${groups[@]}"; do
+            for seed in "${SEED_LIST[@]}"; do
+                expected=$(( expected + 1 ))
+                if [ -f "$OUT/$dataset/$peer/${group}_seed${seed}.npz" ]; then n=$(( n + 1 )); fi
+            done
+        done
+    done
+done
+echo "[run] $n of $expected prediction files in $OUT ($(( $(date +%s) - start )) s)"
+[ "$n" -eq "$expected" ]
