@@ -58,3 +58,32 @@ def test_bad_condition_columns(two_columns):
     two_columns.obs["donor_stimulus"] = "something else"
     with pytest.raises(ValueError, match="exists with other values"):
         TRVAE.setup_anndata(two_columns, condition_key=["donor", "stimulus"])
+
+
+def test_calibrated_on_another_donors_response(two_columns):
+    adata = two_columns
+    scvi.settings.seed = 0
+    TRVAE.setup_anndata(adata, condition_key=["donor", "stimulus"])
+    model = TRVAE(adata, **SMALL)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    obs = adata.obs
+    control = np.flatnonzero(((obs.donor == "d1") & (obs.stimulus == "ctrl")).to_numpy())
+    predicted = model.predict(
+        indices=control,
+        target_condition=("d1", "stim"),
+        reference_conditions=[("d2", "ctrl"), ("d2", "stim")],
+        cell_type_key="cell_type",  # the other donor's cells of every type stay in
+        calibration_weight=0.0,
+    ).X
+    x = adata.X.toarray()
+    other = (obs.donor == "d2").to_numpy()
+    response = x[other & (obs.stimulus == "stim").to_numpy()].mean(0) - x[
+        other & (obs.stimulus == "ctrl").to_numpy()
+    ].mean(0)
+    np.testing.assert_allclose(predicted.mean(0), x[control].mean(0) + response, atol=1e-4)
+    with pytest.raises(ValueError, match="reference_conditions='d3_stim' is not a condition"):
+        model.predict(
+            indices=control,
+            target_condition=("d1", "stim"),
+            reference_conditions=["d2_ctrl", "d3_stim"],
+        )

@@ -36,6 +36,7 @@ class PredictionMixin:
         method: Literal["calibrated", "transfer", "latent_shift", "neuron_edit"] = "calibrated",
         reference_indices: Sequence[int] | None = None,
         cell_type_key: str | None = None,
+        reference_conditions: Sequence | None = None,
         calibration_weight: float = DEFAULT_CALIBRATION_WEIGHT,
         n_neighbors: int | None = DEFAULT_NEIGHBORS,
         neuron_edit_layer: Literal["y", "z"] = "y",
@@ -97,6 +98,12 @@ class PredictionMixin:
             any grouping whose response is predicted (patient, study). Keeps the predicted
             types out of the reference (a reference holding target-condition cells of a
             predicted type is refused) and balances ``"latent_shift"`` over types.
+        reference_conditions
+            ``(source, target)`` conditions of the reference cells, when the measured
+            response to learn from is between other conditions than the prediction's: e.g.
+            with conditions donor x stimulus, another donor's control and stimulated cells
+            (all its cell types, the predicted ones included: they are not the held-out
+            cells). ``None``: the prediction's own source and target conditions.
         calibration_weight
             Weight of the model's own cell-specific change in ``"calibrated"``, between 0 and
             1 (see ``docs/method.md`` for how the default was chosen).
@@ -172,9 +179,15 @@ class PredictionMixin:
         cells = self._encode(adata, indices, source_code, batch_size, residual)
 
         def reference(code: int) -> list[tuple[AnnData, np.ndarray]]:
+            pair = (code, target_code)
+            if reference_conditions is not None:
+                pair = tuple(
+                    self._condition_code(c, "reference_conditions") for c in reference_conditions
+                )
             return self._reference_cells(
-                adata, indices, reference_indices, cell_type_key, code, target_code
-            )
+                adata, indices, reference_indices, cell_type_key, *pair,
+                exclude_predicted_types=pair == (code, target_code),
+            )  # fmt: skip
 
         if method == "calibrated":
             codes = np.full(len(indices), source_code) if source_code is not None else None
@@ -265,6 +278,8 @@ class PredictionMixin:
         ``X``: the same means, each cell's own noise.
         """
         (where, source_rows), (_, target_rows) = reference
+        codes = self._registered_codes(where)
+        ref_source_code, ref_target_code = int(codes[source_rows[0]]), int(codes[target_rows[0]])
         log = self._log_space(target_sum)
         source_ref = self._encode(where, source_rows, None, batch_size)
         real_source = self._log_values(where, source_rows, target_sum)
@@ -282,7 +297,9 @@ class PredictionMixin:
 
         own = decoded(cells, source_code)
         model_change = decoded(cells, target_code) - own
-        ref_model_change = decoded(source_ref, target_code) - decoded(source_ref, source_code)
+        ref_model_change = decoded(source_ref, ref_target_code) - decoded(
+            source_ref, ref_source_code
+        )
         correction = (
             np.asarray(target_weights @ real_target)
             - np.asarray(source_weights @ real_source)
@@ -342,8 +359,13 @@ class PredictionMixin:
         cell_type_key: str | None,
         source_code: int,
         target_code: int,
+        exclude_predicted_types: bool = True,
     ) -> list[tuple[AnnData, np.ndarray]]:
-        """The reference's source and target cells, as ``(AnnData, positions)`` pairs."""
+        """The reference's source and target cells, as ``(AnnData, positions)`` pairs.
+
+        ``source_code``/``target_code`` are the reference's conditions; the predicted types
+        are kept out (``cell_type_key``) only where they are the prediction's own.
+        """
         codes = None
         if reference_indices is not None:
             where, reference = adata, check_indices(adata, reference_indices)
@@ -356,7 +378,7 @@ class PredictionMixin:
                 # so the reference is every cell of the model.
                 reference = np.arange(where.n_obs)
         codes = self._registered_codes(where) if codes is None else codes
-        if cell_type_key is not None:
+        if cell_type_key is not None and exclude_predicted_types:
             predicted = set(_column(adata, cell_type_key).iloc[indices].astype(str))
             types = _column(where, cell_type_key).iloc[reference].astype(str).to_numpy()
             shared = np.isin(types, list(predicted))
