@@ -47,7 +47,6 @@ CONFIGS: dict[str, tuple[dict, int | None]] = {
     "current": ({}, None),
     "steps 4000": ({}, 4000),
     "paper loss": (PAPER_LOSS, None),
-    "paper loss, steps 4000": (PAPER_LOSS, 4000),
     "MMD on z": ({"mmd_on": "z"}, None),
     "beta 0 (CVAE)": ({"beta": 0.0}, None),
     "paper loss, beta 10": ({**PAPER_LOSS, "beta": 10.0}, None),
