@@ -170,15 +170,17 @@ def test_docs_build(tmp_path):
 
     # The benchmark page includes the results files as they are.
     page = (html / "benchmarks.html").read_text(encoding="utf-8")
-    for figure in (ROOT / "benchmarks" / "results").glob("kang_holdout_*.png"):
+    results = ROOT / "benchmarks" / "results"
+    for figure in [*results.glob("holdout_*.png"), results / "images.png"]:
         assert (html / "_images" / figure.name).is_file(), f"{figure.name} not in the docs"
-    first_row = next(
-        line
-        for line in (ROOT / "benchmarks/results/kang_holdout.md").read_text().splitlines()
-        if line.startswith("| ") and "---" not in line
-    )
-    for cell in first_row.strip("|").split("|")[:2]:
-        assert cell.strip() in page, f"{cell.strip()!r} of kang_holdout.md not on the page"
+    for table in ("holdout.md", "tuning/tune_defaults.md", "cross_donor.md", "images.md"):
+        first_row = next(
+            line
+            for line in (results / table).read_text().splitlines()
+            if line.startswith("| ") and "---" not in line
+        )
+        for cell in first_row.strip("|").split("|")[:2]:
+            assert cell.strip() in page, f"{cell.strip()!r} of {table} not on the page"
 
     # The API page documents every public object.
     page = (html / "api.html").read_text(encoding="utf-8")

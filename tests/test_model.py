@@ -239,10 +239,11 @@ def test_prediction_methods(nk_holdout, method, options):
     assert r2_of_means(predicted.X[:, degs], real[:, degs]) > unchanged
 
 
-def test_reference_methods_need_one_source_and_both_conditions(nk_holdout):
+def test_reference_methods_need_both_conditions_and_take_mixed_cells(nk_holdout):
     _, train, model = nk_holdout
-    with pytest.raises(ValueError, match="needs one source condition"):
-        model.predict(indices=np.arange(100), target_condition="stimulated", method="latent_shift")
+    for method in ("latent_shift", "neuron_edit"):
+        mixed = model.predict(indices=np.arange(100), target_condition="stimulated", method=method)
+        assert mixed.shape == (100, train.n_vars) and np.isfinite(mixed.X).all()
     control = np.flatnonzero((train.obs.condition == "control").to_numpy())
     with pytest.raises(ValueError, match="holds 0 cells of the target condition"):
         model.predict(

@@ -67,9 +67,8 @@ class PredictionMixin:
           with the percentile map from the reference's source cells to its target cells
           (:func:`trvae_scvi.nn.neuron_edit`), then decode (z: with the source condition).
 
-        All but ``"transfer"`` need reference cells of the source and target conditions;
-        ``"latent_shift"`` and ``"neuron_edit"`` need one source condition
-        (``source_condition``, or the one condition of all selected cells).
+        All but ``"transfer"`` need reference cells of the source and target conditions (of
+        each source condition, when the cells have several).
 
         Parameters
         ----------
@@ -170,8 +169,6 @@ class PredictionMixin:
         adata, indices = self._prepare(adata, indices)
         target_code = self._condition_code(target_condition, "target_condition")
         own = adata.obs[self.condition_key].iloc[indices].astype(str).to_numpy()
-        if method in ("latent_shift", "neuron_edit") and source_condition is None:
-            source_condition = _one_condition(own, method)
         source_code = None if source_condition is None else self._condition_code(source_condition)
         source_condition = None if source_code is None else self.conditions[source_code]
         target_sum = float(target_sum or self.median_library_size_)
@@ -189,27 +186,33 @@ class PredictionMixin:
                 exclude_predicted_types=pair == (code, target_code),
             )  # fmt: skip
 
-        if method == "calibrated":
-            codes = np.full(len(indices), source_code) if source_code is not None else None
-            codes = self._registered_codes(adata)[indices] if codes is None else codes
+        if method == "transfer":
+            prediction = self._decode(
+                cells["library"], target_code, batch_size, sample, cells.get("residual"),
+                z=cells["z"],
+            )  # fmt: skip
+        else:
+            codes = self._registered_codes(adata)[indices] if source_code is None else None
+            codes = np.full(len(indices), source_code) if codes is None else codes
             prediction = np.empty((len(indices), self.module.n_input), dtype=np.float32)
             for code in np.unique(codes):  # each source condition among the cells
                 rows = np.flatnonzero(codes == code)
-                prediction[rows] = self._calibrated(
-                    adata, indices[rows], {k: v[rows] for k, v in cells.items()},
-                    reference(int(code)), int(code), target_code, calibration_weight,
-                    n_neighbors, sample, target_sum, batch_size,
+                group = {k: v[rows] for k, v in cells.items()}
+                if method == "calibrated":
+                    prediction[rows] = self._calibrated(
+                        adata, indices[rows], group, reference(int(code)), int(code),
+                        target_code, calibration_weight, n_neighbors, sample, target_sum,
+                        batch_size,
+                    )  # fmt: skip
+                    continue
+                decode_code, decode_input = self._edit(
+                    method, group, reference(int(code)), cell_type_key, int(code), target_code,
+                    neuron_edit_layer, n_percentiles, batch_size,
                 )  # fmt: skip
-        else:
-            decode_code, decode_input = self._edit(
-                method, cells, None if method == "transfer" else reference(source_code),
-                cell_type_key, source_code, target_code, neuron_edit_layer, n_percentiles,
-                batch_size,
-            )  # fmt: skip
-            prediction = self._decode(
-                cells["library"], decode_code, batch_size, sample, cells.get("residual"),
-                **decode_input,
-            )  # fmt: skip
+                prediction[rows] = self._decode(
+                    group["library"], decode_code, batch_size, sample, group.get("residual"),
+                    **decode_input,
+                )  # fmt: skip
         settings = {"method": method, "sample": sample}
         if method == "calibrated":
             neighbors = "all" if n_neighbors is None else int(n_neighbors)  # h5ad stores no None
@@ -233,9 +236,7 @@ class PredictionMixin:
         n_percentiles: int,
         batch_size: int | None,
     ) -> tuple[int, Cells]:
-        """The condition and the z or y to decode the cells with, for the decoding methods."""
-        if method == "transfer":
-            return target_code, {"z": cells["z"]}
+        """The condition and the edited z or y to decode cells of one source condition with."""
         source, target = (self._encode(*group, None, batch_size) for group in reference)
         if method == "latent_shift":
             shift = _latent_shift(source, target, *self._types(reference, cell_type_key))
@@ -452,15 +453,6 @@ class PredictionMixin:
             settings["target_sum"] = target_sum
         predicted.uns["trVAE_predict"] = settings
         return predicted
-
-
-def _one_condition(own: np.ndarray, method: str) -> str:
-    if len(set(own)) != 1:
-        raise ValueError(
-            f"method={method!r} needs one source condition, but the selected cells have "
-            f"{sorted(set(own))}. Pass source_condition or select cells of one condition."
-        )
-    return own[0]
 
 
 def _latent_shift(
