@@ -331,11 +331,15 @@ class PredictionMixin:
     def _log_values(self, adata: AnnData, rows: np.ndarray, target_sum: float) -> sp.csr_matrix:
         """Real values of cells in the model's log space, sparse (log1p keeps zeros at 0)."""
         matrix, _ = self._registered_matrix(adata)
-        values = sp.csr_matrix(matrix[np.sort(rows)][np.argsort(np.argsort(rows))])
+        values = matrix[np.sort(rows)][np.argsort(np.argsort(rows))]
+        values = (
+            values.astype(np.float64) if sp.issparse(values) else np.asarray(values, np.float64)
+        )
+        values = sp.csr_matrix(values)
         if self.module.is_count_model:
             library = np.maximum(np.asarray(values.sum(axis=1)).ravel(), 1.0)
             values = sp.csr_matrix(sp.diags(target_sum / library) @ values).log1p()
-        return values.astype(np.float64)
+        return values
 
     def _registered_codes(self, adata: AnnData) -> np.ndarray:
         manager = self.get_anndata_manager(adata)
