@@ -41,9 +41,10 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     )
     frame = pd.read_csv(tmp_path / "holdout.csv")
     ours = {
-        "trVAE default", "trVAE default, sampled", "trVAE transfer (published)",
-        "trVAE transfer (published), sampled", "trVAE NeuronEdit (y)", "trVAE latent shift",
-        "MMD on z, default predictor", "MMD on z, transfer", "CVAE (beta 0), default predictor",
+        "trVAE default", "trVAE default, expected (sample=False)", "trVAE calibrated",
+        "trVAE transfer (published)", "trVAE transfer (published), sampled",
+        "trVAE latent shift", "MMD on y (the paper's), default predictor",
+        "MMD on y (the paper's), transfer", "CVAE (beta 0), default predictor",
         "CVAE (beta 0), transfer",
     }  # fmt: skip
     baselines = {"ceiling (half of real cells)", "control unchanged", "mean shift"}
@@ -55,7 +56,7 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     # The peer's "prediction" is the control cells, so it scores exactly as identity.
     r2 = frame[(frame.metric == "r2_mean_deg") & (frame.form == "log")].set_index("method")
     assert r2.loc["scGen (pertpy)", "value"] == r2.loc["control unchanged", "value"]
-    assert "| mean shift | " in table and "R² var all genes of `trVAE default, sampled`" in table
+    assert "| mean shift | " in table and "R² var all genes of `trVAE default` (draws)" in table
     assert (tmp_path / "holdout_glioblastoma_log_PW034.png").stat().st_size > 0
 
 

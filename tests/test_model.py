@@ -41,7 +41,9 @@ def test_transfer_moves_control_towards_stimulated(nk_holdout):
         ((train.obs.cell_type == "NK") & (train.obs.condition == "control")).to_numpy()
     )
     real = nk[nk.obs.condition == "stimulated"].X
-    predicted = model.predict(indices=control, target_condition="stimulated", method="transfer")
+    predicted = model.predict(
+        indices=control, target_condition="stimulated", method="transfer", sample=False
+    )
     unchanged = train[control].X
     r2_transfer = r2_of_means(predicted.X[:, degs], real[:, degs])
     r2_identity = r2_of_means(unchanged[:, degs], real[:, degs])
@@ -57,7 +59,9 @@ def test_transfer_moves_control_towards_stimulated(nk_holdout):
 def test_predict_output(nk_holdout, tmp_path):
     _, train, model = nk_holdout
     indices = np.arange(5)
-    predicted = model.predict(indices=indices, target_condition="stimulated", method="transfer")
+    predicted = model.predict(
+        indices=indices, target_condition="stimulated", method="transfer", sample=False
+    )
     assert predicted.shape == (5, train.n_vars)
     assert (predicted.var_names == train.var_names).all()
     assert (predicted.obs_names == train.obs_names[:5]).all()
@@ -76,6 +80,7 @@ def test_predict_output(nk_holdout, tmp_path):
         target_condition="stimulated",
         source_condition="control",
         method="transfer",
+        sample=False,
     )
     assert (as_control.obs["condition_source"] == "control").all()
 
@@ -91,9 +96,11 @@ def test_transform_batch_of_rnaseq_mixin_is_transfer(nk_holdout):
         indices=indices, transform_batch="stimulated", n_samples=25, return_numpy=True
     )[:, degs]
     to_stimulated = model.predict(
-        indices=indices, target_condition="stimulated", method="transfer"
+        indices=indices, target_condition="stimulated", method="transfer", sample=False
     )
-    to_control = model.predict(indices=indices, target_condition="control", method="transfer")
+    to_control = model.predict(
+        indices=indices, target_condition="control", method="transfer", sample=False
+    )
     to_stimulated, to_control = to_stimulated.X[:, degs], to_control.X[:, degs]
     distance_stimulated = np.abs(normalized - to_stimulated).mean()
     distance_control = np.abs(normalized - to_control).mean()
@@ -156,7 +163,9 @@ def test_count_likelihoods(synthetic, recon_loss):
     model.train(max_epochs=5, enable_progress_bar=False)
     loss = model.history["train_loss"]["train_loss"].to_numpy(dtype=float)
     assert np.isfinite(loss).all() and loss[-1] < loss[0]
-    predicted = model.predict(indices=np.arange(10), target_condition="c1", method="transfer")
+    predicted = model.predict(
+        indices=np.arange(10), target_condition="c1", method="transfer", sample=False
+    )
     assert (predicted.X >= 0).all()
     assert "log_normalized" in predicted.layers
     # Expected counts at each cell's own library size (less the zero-inflated share for zinb).
@@ -256,14 +265,14 @@ def test_reference_methods_need_both_conditions_and_take_mixed_cells(nk_holdout)
         model.predict(indices=control[:5], target_condition="stimulated", method="scgen")
 
 
-@pytest.mark.parametrize("method", ["calibrated", "transfer"])
+@pytest.mark.parametrize("method", ["neuron_edit", "calibrated", "transfer"])
 def test_sampled_prediction_restores_variance_and_keeps_means(nk_holdout, method):
     adata, train, model = nk_holdout
     is_nk = (train.obs.cell_type == "NK").to_numpy()
     control = np.flatnonzero(is_nk & (train.obs.condition == "control").to_numpy())
     real = adata[(adata.obs.cell_type == "NK") & (adata.obs.condition == "stimulated")].X
     kwargs = {"indices": control, "target_condition": "stimulated", "method": method}
-    expected = model.predict(**kwargs)
+    expected = model.predict(sample=False, **kwargs)
     drawn = model.predict(sample=True, **kwargs)
     assert drawn.uns["trVAE_predict"]["sample"]
     assert drawn.X.var(0).mean() > 2 * expected.X.var(0).mean()
@@ -272,9 +281,11 @@ def test_sampled_prediction_restores_variance_and_keeps_means(nk_holdout, method
     # nothing is clipped, so means move only by the mean residual (not at all when calibrated).
     residual = (
         train[control].X.toarray()
-        - model.predict(indices=control, target_condition="control", method="transfer").X
+        - model.predict(
+            indices=control, target_condition="control", method="transfer", sample=False
+        ).X
     )
-    shift = residual.mean(0) if method == "transfer" else 0.0
+    shift = 0.0 if method == "calibrated" else residual.mean(0)
     np.testing.assert_allclose(drawn.X.mean(0), expected.X.mean(0) + shift, atol=1e-4)
     # The genes of low real expression, where draws clipped at 0 had doubled the mean before.
     low = np.asarray(real.mean(0)).ravel() < 0.1
@@ -293,19 +304,21 @@ def test_calibrated_with_weight_zero_is_the_mean_shift(nk_holdout):
         + train[others & stimulated].X.mean(0)
         - train[others & ~stimulated].X.mean(0)
     )
+    calibrated = {"method": "calibrated", "sample": False}
     predicted = model.predict(
-        indices=control, target_condition="stimulated", calibration_weight=0.0
+        indices=control, target_condition="stimulated", calibration_weight=0.0, **calibrated
     ).X
     np.testing.assert_allclose(predicted.mean(0), np.asarray(mean_shift).ravel(), atol=1e-4)
     # Weight 1: the transfer's mean change, less the model's mean error on the reference.
-    full = model.predict(indices=control, target_condition="stimulated").X
-    transfer = model.predict(indices=control, target_condition="stimulated", method="transfer")
-    reconstructed = model.predict(indices=control, target_condition="control", method="transfer")
+    full = model.predict(indices=control, target_condition="stimulated", **calibrated).X
+    expected = {"method": "transfer", "sample": False}
+    transfer = model.predict(indices=control, target_condition="stimulated", **expected)
+    reconstructed = model.predict(indices=control, target_condition="control", **expected)
     model_change = transfer.X.mean(0) - reconstructed.X.mean(0)
     reference = np.flatnonzero(others & ~stimulated)
     reference_change = (
-        model.predict(indices=reference, target_condition="stimulated", method="transfer").X
-        - model.predict(indices=reference, target_condition="control", method="transfer").X
+        model.predict(indices=reference, target_condition="stimulated", **expected).X
+        - model.predict(indices=reference, target_condition="control", **expected).X
     ).mean(0)
     np.testing.assert_allclose(
         full.mean(0), predicted.mean(0) + model_change - reference_change, atol=1e-4
@@ -314,7 +327,7 @@ def test_calibrated_with_weight_zero_is_the_mean_shift(nk_holdout):
 
 def test_calibrated_predicts_every_cell_of_mixed_conditions(nk_holdout):
     _, train, model = nk_holdout
-    predicted = model.predict(target_condition="stimulated")
+    predicted = model.predict(target_condition="stimulated", method="calibrated", sample=False)
     assert predicted.shape == train.shape and np.isfinite(predicted.X).all()
     stimulated = (train.obs.condition == "stimulated").to_numpy()
     # Cells already stimulated keep their own profile's mean; the rest move.

@@ -55,7 +55,9 @@ def test_count_outputs_match_a_hand_computation(count_model, sample):
         px = module.decode(torch.log(x.sum(1, keepdim=True)), torch.ones_like(own), z=z)
         expected = px.mu * (1 - px.zi_probs) if model.module.recon_loss == "zinb" else px.mu
     np.testing.assert_allclose(predicted.X, expected.numpy(), rtol=1e-4)
-    chosen = model.predict(indices=cells, target_condition="c1", target_sum=1e4, method="transfer")
+    chosen = model.predict(
+        indices=cells, target_condition="c1", target_sum=1e4, method="transfer", sample=False
+    )
     assert chosen.uns["trVAE_predict"]["target_sum"] == 1e4
     np.testing.assert_allclose(
         chosen.layers["log_normalized"], np.log1p(chosen.X / library * 1e4), rtol=1e-5

@@ -44,7 +44,7 @@ def _demo(args: argparse.Namespace) -> int:
     kwargs = {"indices": task.control_indices, "target_condition": "stimulated"}
     # The other cell types, measured in both conditions, are the calibration reference.
     predicted = model.predict(cell_type_key="cell_type", **kwargs)
-    transfer = model.predict(method="transfer", **kwargs)
+    transfer = model.predict(method="transfer", sample=False, **kwargs)
 
     rows = [
         ("trVAE (default)", predicted.X),

@@ -33,7 +33,7 @@ class PredictionMixin:
         indices: Sequence[int] | None = None,
         target_condition: str | Sequence[str] | None = None,
         source_condition: str | Sequence[str] | None = None,
-        method: Literal["calibrated", "transfer", "latent_shift", "neuron_edit"] = "calibrated",
+        method: Literal["neuron_edit", "calibrated", "transfer", "latent_shift"] = "neuron_edit",
         reference_indices: Sequence[int] | None = None,
         cell_type_key: str | None = None,
         reference_conditions: Sequence | None = None,
@@ -41,7 +41,7 @@ class PredictionMixin:
         n_neighbors: int | None = DEFAULT_NEIGHBORS,
         neuron_edit_layer: Literal["y", "z"] = "y",
         n_percentiles: int = 100,
-        sample: bool = False,
+        sample: bool = True,
         target_sum: float | None = None,
         batch_size: int | None = None,
     ) -> AnnData:
@@ -50,9 +50,13 @@ class PredictionMixin:
         ``method`` chooses how, always with this model's encoder and decoder, so that only the
         method differs:
 
-        - ``"calibrated"`` (default): trVAE's transfer, calibrated on reference cells measured
-          in both conditions. The prediction is each cell's profile in its own condition, plus
-          the reference's real mean change, plus ``calibration_weight`` times how much the
+        - ``"neuron_edit"`` (the default; Amodio et al.): map each unit of the first decoder
+          layer ``y`` (``neuron_edit_layer="y"``) or of z with the percentile map from the
+          reference's source cells to its target cells (:func:`trvae_scvi.nn.neuron_edit`),
+          then decode (an edited z with the source condition).
+        - ``"calibrated"``: trVAE's transfer, calibrated on reference cells measured in both
+          conditions. The prediction is each cell's profile in its own condition, plus the
+          reference's real mean change, plus ``calibration_weight`` times how much the
           model's change for this cell differs from its change for the reference (so the
           model's error on the reference cancels). Weight 0 is the mean-shift baseline
           (denoised); 1 is the transfer with the model's mean error on the reference removed.
@@ -63,9 +67,11 @@ class PredictionMixin:
           z and decode with the source condition. With ``cell_type_key`` the mean is balanced
           over cell types (each type present in both conditions weighs the same, as scGen's
           balancing does); otherwise it is over cells.
-        - ``"neuron_edit"`` (Amodio et al.): map each neuron of the MMD layer (``"y"``) or of z
-          with the percentile map from the reference's source cells to its target cells
-          (:func:`trvae_scvi.nn.neuron_edit`), then decode (z: with the source condition).
+
+        The defaults (``"neuron_edit"`` on ``y``, ``sample=True``) were chosen by
+        ``benchmarks/tune_defaults.py`` on tuning tasks only: the only candidate whose
+        predictions beat the mean-shift baseline on every tuning task, on both R² of the
+        top-100-DEG means and the change correlation (``docs/benchmarks.md``).
 
         All but ``"transfer"`` need reference cells of the source and target conditions (of
         each source condition, when the cells have several).
@@ -82,7 +88,7 @@ class PredictionMixin:
         source_condition
             Condition to encode with, for every cell; ``None`` uses each cell's own.
         method
-            ``"calibrated"``, ``"transfer"``, ``"latent_shift"`` or ``"neuron_edit"``.
+            ``"neuron_edit"``, ``"calibrated"``, ``"transfer"`` or ``"latent_shift"``.
         reference_indices
             For the reference-based methods: positions in ``adata`` of the cells whose source
             and target conditions define the shift or the map (e.g. the other cell types).
@@ -116,12 +122,13 @@ class PredictionMixin:
         n_percentiles
             Percentiles of the NeuronEdit map.
         sample
-            Draw each cell's prediction instead of returning its expected value: expected
-            values shrink the per-gene variance; draws restore it without moving the means.
+            Draw each cell's prediction (the default) instead of returning its expected
+            value: expected values shrink the per-gene variance; draws restore it.
             ``"nb"``/``"zinb"`` draw from the likelihood (torch's random state, set by
             ``scvi.settings.seed``); ``"mse"`` adds to each cell's expected prediction its own
             residual from its reconstruction in its own condition, so the noise is that of
-            real cells, genes with zeros keep them, and nothing is clipped.
+            real cells, genes with zeros keep them, and nothing is clipped (the means move by
+            the decoder's mean error on these cells, and not at all for ``"calibrated"``).
         target_sum
             Count models: total counts per cell of ``layers["log_normalized"]``; ``None`` uses
             the median library size of the model's training cells.
@@ -150,14 +157,11 @@ class PredictionMixin:
         ... )
         >>> predicted.shape == (len(control_nk), adata.n_vars)
         True
-        >>> edited = model.predict(
-        ...     indices=control_nk,
-        ...     target_condition="stimulated",
-        ...     method="neuron_edit",
-        ...     cell_type_key="cell_type",
+        >>> predicted.uns["trVAE_predict"]["method"], predicted.uns["trVAE_predict"]["sample"]
+        ('neuron_edit', True)
+        >>> transfer = model.predict(
+        ...     indices=control_nk, target_condition="stimulated", method="transfer", sample=False
         ... )
-        >>> edited.uns["trVAE_predict"]["method"]
-        'neuron_edit'
 
         """
         check_choice("method", method, METHODS)
