@@ -13,9 +13,10 @@ scored:
 - digit kept: accuracy of a logistic regression trained on the normal images, reading the
   predictions (and, for reference, the true transformed images).
 
-Methods: trVAE (``architecture="conv"``, MMD on the first decoder layer) with the published
-transfer and with ``predict``'s default (calibrated on digits 1, 3, 6, 7), each also with
-``sample=True`` (each image's own residual from its reconstruction added back); baselines: the
+Methods: trVAE (``architecture="conv"``, MMD on the first decoder layer as in the paper) with
+the published transfer and with ``predict``'s defaults (NeuronEdit on the first decoder layer,
+fitted on digits 1, 3, 6, 7), each expected and drawn (each image's own residual from its
+reconstruction added back); baselines: the
 image unchanged, the mean pixel shift of the training digits, a CVAE (``beta=0``) and MMD on z,
 each with the transfer. The model settings are the package's conv defaults; the epochs are the
 budget of the benchmark (2 CPU cores, ≤ 10 minutes), not tuned on these digits.
@@ -44,8 +45,10 @@ import trvae_scvi
 from trvae_scvi import TRVAE
 
 TRAINED_DIGITS = ("1", "3", "6", "7")
+# trVAE as the paper has it: the MMD on the first decoder layer (the package's default puts it
+# on z, which is one of the baselines here).
 MODELS = {
-    "trVAE": {},
+    "trVAE": {"mmd_on": "y"},
     "CVAE (beta 0)": {"beta": 0.0},
     "MMD on z": {"mmd_on": "z"},
 }
@@ -127,13 +130,14 @@ def main(argv: list[str] | None = None) -> None:
         model = TRVAE(train, architecture="conv", image_shape=(1, side, side), **settings)
         begin = time.perf_counter()
         model.train(max_epochs=args.max_epochs, enable_progress_bar=False)
-        methods = {f"{name} transfer": {"method": "transfer"}}
+        methods = {f"{name} transfer": {"method": "transfer", "sample": False}}
         if name == "trVAE":
-            methods[f"{name} transfer, sampled"] = {"method": "transfer", "sample": True}
-            methods[f"{name} default (calibrated)"] = {"cell_type_key": "digit"}
-            methods[f"{name} default (calibrated), sampled"] = {
+            methods[f"{name} transfer, sampled"] = {"method": "transfer"}
+            # predict()'s defaults: NeuronEdit on the first decoder layer, with draws.
+            methods[f"{name} default predictor"] = {"cell_type_key": "digit"}
+            methods[f"{name} default predictor, expected"] = {
                 "cell_type_key": "digit",
-                "sample": True,
+                "sample": False,
             }
         for method, options in methods.items():
             predictions[method] = {
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "images.csv", index=False)
     write_table(frame, out / "images.md", seconds, time.perf_counter() - start, args)
-    figure(predictions["trVAE default (calibrated)"], tasks, train, side, out / "images.png")
+    figure(predictions["trVAE default predictor"], tasks, train, side, out / "images.png")
     print((out / "images.md").read_text())
 
 
