@@ -114,8 +114,10 @@ def test_cross_donor_benchmark_runs(tmp_path):
         "trVAE default",
         "trVAE calibrated on the other donor",
         "trVAE transfer (published)",
+        "trVAE query-mapped",
         "mean shift (donor)",
         "other donor's response",
     } <= set(frame.method)
     table = (tmp_path / "cross_donor.md").read_text()
     assert "`trVAE calibrated on the other donor` beats both shift baselines" in table
+    assert "`trVAE query-mapped` R² mean top-100 DEGs" in table

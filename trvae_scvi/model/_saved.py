@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scvi.nn import FCLayers
 from scvi.utils._docstrings import devices_dsp
 
 if TYPE_CHECKING:
@@ -277,6 +278,11 @@ class SaveLoadMixin:
         model = super().load_query_data(adata, reference_model, **kwargs)
         model._mapped_query = True
         module = model.module
+        for layer in module.modules():
+            # Layers without a condition input are frozen whole: scvi-tools zeroes their
+            # gradients, so not computing them at all gives the same model, faster.
+            if isinstance(layer, FCLayers) and not any(layer.n_cat_list):
+                layer.requires_grad_(False)
         reference_conditions = registry["field_registries"]["batch"]["state_registry"]
         n_new = len(model.conditions) - len(reference_conditions["categorical_mapping"])
         if module.is_count_model and n_new > 0 and not module.px_r.requires_grad:
