@@ -164,12 +164,9 @@ class PredictionMixin:
         ... )
 
         """
-        check_choice("method", method, METHODS)
-        check_choice("neuron_edit_layer", neuron_edit_layer, ("y", "z"))
-        if not 0 <= calibration_weight <= 1:
-            raise ValueError(f"calibration_weight={calibration_weight!r} must lie in [0, 1].")
-        if n_neighbors is not None and int(n_neighbors) < 1:
-            raise ValueError(f"n_neighbors={n_neighbors!r} must be a positive integer or None.")
+        settings = _method_settings(
+            method, sample, calibration_weight, n_neighbors, neuron_edit_layer, n_percentiles
+        )
         adata, indices = self._prepare(adata, indices)
         target_code = self._condition_code(target_condition, "target_condition")
         own = adata.obs[self.condition_key].iloc[indices].astype(str).to_numpy()
@@ -185,10 +182,10 @@ class PredictionMixin:
                 pair = tuple(
                     self._condition_code(c, "reference_conditions") for c in reference_conditions
                 )
+            same = pair == (code, target_code)
             return self._reference_cells(
-                adata, indices, reference_indices, cell_type_key, *pair,
-                exclude_predicted_types=pair == (code, target_code),
-            )  # fmt: skip
+                adata, indices, reference_indices, cell_type_key, *pair, same
+            )
 
         if method == "transfer":
             prediction = self._decode(
@@ -217,12 +214,6 @@ class PredictionMixin:
                     group["library"], decode_code, batch_size, sample, group.get("residual"),
                     **decode_input,
                 )  # fmt: skip
-        settings = {"method": method, "sample": sample}
-        if method == "calibrated":
-            neighbors = "all" if n_neighbors is None else int(n_neighbors)  # h5ad stores no None
-            settings.update(calibration_weight=calibration_weight, n_neighbors=neighbors)
-        if method == "neuron_edit":
-            settings.update(neuron_edit_layer=neuron_edit_layer, n_percentiles=n_percentiles)
         return self._prediction_anndata(
             adata, indices, own, prediction, cells["library"], target_condition,
             source_condition, target_sum, **settings,
@@ -510,3 +501,27 @@ def _neighbor_weights(query: torch.Tensor, reference: torch.Tensor, k: int) -> s
     return sp.csr_matrix(
         (np.full(rows.size, 1 / k), (rows, nearest.ravel())), shape=(len(query), len(reference))
     )
+
+
+def _method_settings(
+    method: str,
+    sample: bool,
+    calibration_weight: float,
+    n_neighbors: int | None,
+    neuron_edit_layer: str,
+    n_percentiles: int,
+) -> dict:
+    """Check a prediction's settings; return those that ``uns["trVAE_predict"]`` records."""
+    check_choice("method", method, METHODS)
+    check_choice("neuron_edit_layer", neuron_edit_layer, ("y", "z"))
+    if not 0 <= calibration_weight <= 1:
+        raise ValueError(f"calibration_weight={calibration_weight!r} must lie in [0, 1].")
+    if n_neighbors is not None and int(n_neighbors) < 1:
+        raise ValueError(f"n_neighbors={n_neighbors!r} must be a positive integer or None.")
+    settings = {"method": method, "sample": sample}
+    if method == "calibrated":
+        neighbors = "all" if n_neighbors is None else int(n_neighbors)  # h5ad stores no None
+        settings.update(calibration_weight=calibration_weight, n_neighbors=neighbors)
+    if method == "neuron_edit":
+        settings.update(neuron_edit_layer=neuron_edit_layer, n_percentiles=n_percentiles)
+    return settings
