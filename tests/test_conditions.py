@@ -79,7 +79,9 @@ def test_calibrated_on_another_donors_response(two_columns):
         target_condition=("d1", "stim"),
         reference_conditions=[("d2", "ctrl"), ("d2", "stim")],
         cell_type_key="cell_type",  # the other donor's cells of every type stay in
+        method="calibrated",
         calibration_weight=0.0,
+        sample=False,
     ).X
     x = adata.X.toarray()
     other = (obs.donor == "d2").to_numpy()
@@ -92,4 +94,5 @@ def test_calibrated_on_another_donors_response(two_columns):
             indices=control,
             target_condition=("d1", "stim"),
             reference_conditions=["d2_ctrl", "d3_stim"],
+            method="calibrated",
         )

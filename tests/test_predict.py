@@ -163,6 +163,7 @@ def test_latent_shift_is_balanced_over_cell_types(held_out):
         method="latent_shift",
         reference_indices=np.flatnonzero((train.obs.group != "t0").to_numpy()),
         cell_type_key="group",
+        sample=False,
     ).X
     z = torch.as_tensor(model.get_latent_representation(train))
     groups, conditions = train.obs.group.to_numpy(), train.obs.condition.to_numpy()
