@@ -9,9 +9,9 @@ of all other cells (``recon_loss="nb"`` and ``"zinb"``, otherwise the package's 
 predicts the held-out cells from D's control cells of T, with target condition
 ``(D, "stimulated")``:
 
-- ``trVAE default``: ``predict()`` as it comes (the calibrated transfer; its reference is
-  D's other cell types);
-- ``trVAE calibrated on the other donor``: ``predict(reference_conditions=[(D', control),
+- ``trVAE default``: ``predict()`` as it comes (NeuronEdit on the first decoder layer, with
+  draws; its reference is D's other cell types);
+- ``trVAE default, other donor as reference``: ``predict(reference_conditions=[(D', control),
   (D', stimulated)])``, the response measured in the other donor D' as the reference (its
   cells of every type), otherwise the defaults;
 - ``trVAE transfer (published)``: ``method="transfer"``;
@@ -65,7 +65,7 @@ from trvae_scvi.metrics import mean_expression, top_degs
 MUSCAT = SHARED / "kang2018_pbmc_muscat_example.h5ad"
 CONTROL, STIMULATED = "control", "stimulated"
 DEFAULT = "trVAE default"
-CROSS_DONOR = "trVAE calibrated on the other donor"
+CROSS_DONOR = "trVAE default, other donor as reference"
 TRANSFER = "trVAE transfer (published)"
 QUERY = "trVAE query-mapped"
 OURS = (DEFAULT, CROSS_DONOR, TRANSFER, QUERY)

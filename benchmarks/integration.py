@@ -11,12 +11,13 @@ with the condition as batch; raw scores, ``min_max_scale=False``):
 
 Embeddings:
 
-- trVAE (``recon_loss="nb"`` on the counts, otherwise the package's defaults): its MMD layer
-  ``get_mmd_representation()``, its latent z ``get_latent_representation()``, and the 50-PC
-  PCA of ``get_corrected_expression(reference)`` in log space
-  (``log1p(corrected / library * 1e4)``);
-- trVAE's MMD layer with NeuronEdit: each condition's activations mapped onto those of the
-  reference condition with ``trvae_scvi.nn.neuron_edit`` (source: that condition's cells,
+- trVAE (``recon_loss="nb"`` on the counts, otherwise the package's defaults): its latent z
+  ``get_latent_representation()`` (where the default ``mmd_on="z"`` applies the MMD), its
+  first decoder layer ``get_mmd_representation()`` (the paper's MMD layer, which carries the
+  condition when the MMD is on z), and the 50-PC PCA of
+  ``get_corrected_expression(reference)`` in log space (``log1p(corrected / library * 1e4)``);
+- trVAE's first decoder layer with NeuronEdit: each condition's activations mapped onto those
+  of the reference condition with ``trvae_scvi.nn.neuron_edit`` (source: that condition's cells,
   target: the reference's), the edited activations used as the embedding;
 - scVI (``scvi.model.SCVI`` on the counts, ``batch_key`` the condition, default settings);
 - uncorrected: the 50-PC PCA of the log values.
@@ -24,8 +25,8 @@ Embeddings:
 The reference condition is ``101_control`` for muscat and ``control`` for kang.
 
 Writes ``integration.csv`` (one row per dataset, embedding and metric) and ``integration.md``
-(the scIB table per dataset, whether trVAE's MMD layer's total is at least scVI's and its bio
-conservation at least scVI's - 0.02, and the wall times) under ``--out``.
+(the scIB table per dataset, whether the total of trVAE's z, where the MMD acts, is at least
+scVI's and its bio conservation at least scVI's - 0.02, and the wall times) under ``--out``.
 
 Usage::
 
@@ -57,12 +58,12 @@ from trvae_scvi import TRVAE
 from trvae_scvi.nn import neuron_edit
 
 N_COMPS = 50
-MMD = "trVAE MMD layer (y)"
+MMD = "trVAE z (the MMD's layer)"  # the default mmd_on="z"
 SCVI = "scVI latent"
 EMBEDDINGS = {  # obsm key: name in the tables
-    "X_trVAE_mmd": MMD,
-    "X_trVAE_mmd_neuron_edit": "trVAE MMD layer + NeuronEdit",
-    "X_trVAE": "trVAE z",
+    "X_trVAE": MMD,
+    "X_trVAE_mmd": "trVAE first decoder layer y",
+    "X_trVAE_mmd_neuron_edit": "trVAE y + NeuronEdit",
     "X_trVAE_corrected_pca": "trVAE corrected expression, PCA",
     "X_scVI": SCVI,
     "X_pca_uncorrected": "uncorrected PCA",

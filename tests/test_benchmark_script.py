@@ -112,12 +112,12 @@ def test_cross_donor_benchmark_runs(tmp_path):
     frame = pd.read_csv(tmp_path / "cross_donor.csv")
     assert {
         "trVAE default",
-        "trVAE calibrated on the other donor",
+        "trVAE default, other donor as reference",
         "trVAE transfer (published)",
         "trVAE query-mapped",
         "mean shift (donor)",
         "other donor's response",
     } <= set(frame.method)
     table = (tmp_path / "cross_donor.md").read_text()
-    assert "`trVAE calibrated on the other donor` beats both shift baselines" in table
+    assert "`trVAE default, other donor as reference` beats both shift baselines" in table
     assert "`trVAE query-mapped` R² mean top-100 DEGs" in table

@@ -68,6 +68,10 @@ class PredictionMixin:
           over cell types (each type present in both conditions weighs the same, as scGen's
           balancing does); otherwise it is over cells.
 
+        ``"latent_shift"`` and ``neuron_edit_layer="z"`` move z, so they need a z that carries
+        the condition: with the default ``mmd_on="z"`` the MMD removes it there and they leave
+        the cells nearly unchanged. Use them with ``mmd_on="y"``.
+
         The defaults (``"neuron_edit"`` on ``y``, ``sample=True``) were chosen by
         ``benchmarks/tune_defaults.py`` on tuning tasks only: the only candidate whose
         predictions beat the mean-shift baseline on every tuning task, on both R² of the
