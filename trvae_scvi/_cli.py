@@ -42,7 +42,7 @@ def _demo(args: argparse.Namespace) -> int:
     epochs = len(model.history["train_loss"])
     print(f"Trained for {epochs} epochs in {time.perf_counter() - start:.0f} s.")
     kwargs = {"indices": task.control_indices, "target_condition": "stimulated"}
-    # The other cell types, measured in both conditions, are the calibration reference.
+    # The other cell types, measured in both conditions, are the reference of NeuronEdit.
     predicted = model.predict(cell_type_key="cell_type", **kwargs)
     transfer = model.predict(method="transfer", sample=False, **kwargs)
 
