@@ -103,11 +103,8 @@ def run(
 
     ``scored`` names the predictors (and the mean shift) already in the results.
     """
-    threads = torch.get_num_threads()
     adata = DATASETS[dataset].load()
     task = hold_out(adata, group)
-    # scanpy's Wilcoxon test (numba) in hold_out can raise torch's thread count: restore it.
-    torch.set_num_threads(threads)
     settings, steps = CONFIGS[config]
     saved = None if keep_models is None else keep_models / config / f"{dataset}_{group}_{seed}"
     if saved is not None and (saved / "seconds.json").exists():  # score a kept model again

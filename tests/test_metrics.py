@@ -85,6 +85,25 @@ def test_top_degs_finds_the_shifted_genes(shifted):
         top_degs(adata, "condition", "nope", "ctrl")
 
 
+def test_top_degs_keeps_torchs_thread_count(shifted):
+    """scanpy's Wilcoxon test runs numba, which changed torch's threads under the caller."""
+    import torch
+
+    control, real, _ = shifted
+    adata = AnnData(
+        X=np.log1p(np.vstack([control, real])).astype(np.float32),
+        obs=pd.DataFrame({"condition": ["ctrl"] * 300 + ["stim"] * 300}),
+        var=pd.DataFrame(index=[f"g{i}" for i in range(40)]),
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        top_degs(adata, "condition", "stim", "ctrl", n_genes=8)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_metrics_reject_mismatched_genes(shifted):
     control, real, _ = shifted
     for score in (r2_of_means, r2_of_variances):
