@@ -69,13 +69,18 @@ def test_energy_distance_grows_with_shift():
     assert same < small < large
 
 
-def test_top_degs_finds_the_shifted_genes(shifted):
+def log_cells(shifted) -> AnnData:
+    """The control and real stimulated cells of ``shifted`` as one log-scale AnnData."""
     control, real, _ = shifted
-    adata = AnnData(
+    return AnnData(
         X=np.log1p(np.vstack([control, real])).astype(np.float32),
         obs=pd.DataFrame({"condition": ["ctrl"] * 300 + ["stim"] * 300}),
         var=pd.DataFrame(index=[f"g{i}" for i in range(40)]),
     )
+
+
+def test_top_degs_finds_the_shifted_genes(shifted):
+    adata = log_cells(shifted)
     before = adata.copy()
     degs = top_degs(adata, "condition", "stim", "ctrl", n_genes=8)
     assert set(degs) <= {f"g{i}" for i in range(10)}
@@ -89,12 +94,7 @@ def test_top_degs_keeps_torchs_thread_count(shifted):
     """scanpy's Wilcoxon test runs numba, which changed torch's threads under the caller."""
     import torch
 
-    control, real, _ = shifted
-    adata = AnnData(
-        X=np.log1p(np.vstack([control, real])).astype(np.float32),
-        obs=pd.DataFrame({"condition": ["ctrl"] * 300 + ["stim"] * 300}),
-        var=pd.DataFrame(index=[f"g{i}" for i in range(40)]),
-    )
+    adata = log_cells(shifted)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
