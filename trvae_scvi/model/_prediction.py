@@ -178,14 +178,19 @@ class PredictionMixin:
         source_condition = None if source_code is None else self.conditions[source_code]
         target_sum = float(target_sum or self.median_library_size_)
         residual = sample and not self.module.is_count_model
+        fixed_pair = None
+        if reference_conditions is not None:
+            fixed_pair = tuple(
+                self._condition_code(c, "reference_conditions") for c in reference_conditions
+            )
         cells = self._encode(adata, indices, source_code, batch_size, residual)
 
+        def reference_pair(code: int) -> tuple[int, int]:
+            """The reference's (source, target) conditions for cells of condition ``code``."""
+            return fixed_pair or (code, target_code)
+
         def reference(code: int) -> list[tuple[AnnData, np.ndarray]]:
-            pair = (code, target_code)
-            if reference_conditions is not None:
-                pair = tuple(
-                    self._condition_code(c, "reference_conditions") for c in reference_conditions
-                )
+            pair = reference_pair(code)
             same = pair == (code, target_code)
             return self._reference_cells(
                 adata, indices, reference_indices, cell_type_key, *pair, same
@@ -205,9 +210,9 @@ class PredictionMixin:
                 group = {k: v[rows] for k, v in cells.items()}
                 if method == "calibrated":
                     prediction[rows] = self._calibrated(
-                        adata, indices[rows], group, reference(int(code)), int(code),
-                        target_code, calibration_weight, n_neighbors, sample, target_sum,
-                        batch_size,
+                        adata, indices[rows], group, reference(int(code)),
+                        reference_pair(int(code)), int(code), target_code, calibration_weight,
+                        n_neighbors, sample, target_sum, batch_size,
                     )  # fmt: skip
                     continue
                 decode_code, decode_input = self._edit(
@@ -257,6 +262,7 @@ class PredictionMixin:
         indices: np.ndarray,
         cells: Cells,
         reference: list[tuple[AnnData, np.ndarray]],
+        reference_codes: tuple[int, int],
         source_code: int,
         target_code: int,
         weight: float,
@@ -278,8 +284,7 @@ class PredictionMixin:
         ``X``: the same means, each cell's own noise.
         """
         (where, source_rows), (_, target_rows) = reference
-        codes = self._registered_codes(where)
-        ref_source_code, ref_target_code = int(codes[source_rows[0]]), int(codes[target_rows[0]])
+        ref_source_code, ref_target_code = reference_codes
         log = self._log_space(target_sum)
         source_ref = self._encode(where, source_rows, None, batch_size)
         real_source = self._log_values(where, source_rows, target_sum)
