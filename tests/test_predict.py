@@ -179,5 +179,39 @@ def test_latent_shift_is_balanced_over_cell_types(held_out):
         source = torch.zeros(len(control), 1, dtype=torch.long)
         x = torch.as_tensor(train.X[control].toarray())
         z_cells = module.inference(x, source)["qz"].loc
-        expected = module.decode(torch.zeros(len(control), 1), source, z=z_cells + shift).mean
+        library = torch.zeros(len(control), 1)
+        expected = module.decode(library, source, z=z_cells + shift).mean
+        # mse predictions keep the decoder's mean error on the predicted cells
+        expected += (x - module.decode(library, source, z=z_cells).mean).mean(0)
     np.testing.assert_allclose(predicted, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["transfer", "neuron_edit", "calibrated"])
+def test_mse_draws_keep_the_expected_means(held_out, method):
+    _, train, model = held_out
+    # Cells of both conditions: each source condition keeps its own mean residual.
+    cells = np.flatnonzero((train.obs.cell_type == "t1").to_numpy())
+    sources = train.obs.condition.to_numpy()[cells]
+    assert len(set(sources)) == 2
+    options = {"indices": cells, "target_condition": "c1", "method": method}
+    if method != "transfer":
+        options["reference_conditions"] = ("c0", "c1")
+    drawn = model.predict(**options, sample=True).X
+    expected = model.predict(**options, sample=False).X
+    assert not np.allclose(drawn, expected)
+    for source in ("c0", "c1"):
+        rows = sources == source
+        np.testing.assert_allclose(drawn[rows].mean(0), expected[rows].mean(0), atol=1e-5)
+    if method == "transfer":
+        # The published transfer plus the decoder's mean error on the cells of each source.
+        published = model.get_corrected_expression("c1", indices=cells)
+        x = train.X[cells].toarray()
+        for source in ("c0", "c1"):
+            rows = sources == source
+            own = model.get_corrected_expression(source, indices=cells[rows])
+            np.testing.assert_allclose(
+                expected[rows],
+                published[rows] + (x[rows] - own).mean(0),
+                rtol=1e-4,
+                atol=1e-5,
+            )

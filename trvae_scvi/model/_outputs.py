@@ -236,7 +236,7 @@ class OutputsMixin:
 
         Cells are encoded with their own condition, or all with ``source_code``. With
         ``residual`` (``mse`` models), also each cell's residual ``x - g(z, s)`` from its
-        reconstruction with the condition it was encoded with: the noise of draws.
+        reconstruction with the condition it was encoded with: the decoder's error on it.
         """
         self.module.eval()
         parts = {"z": [], "y": [], "library": [], "residual": []}
@@ -264,8 +264,8 @@ class OutputsMixin:
     ) -> np.ndarray:
         """Decode ``z`` or ``y`` of cells with one condition: the one decoding loop.
 
-        Returns expected values or, with ``sample``, draws: count models draw from ``px``;
-        ``mse`` models add each cell's own ``residual`` (see :meth:`_encode`).
+        Returns expected values, plus ``residual`` where given (``mse``: each cell's own for
+        draws, see :meth:`_encode`), or, with ``sample``, draws of count models from ``px``.
         """
         self.module.eval()
         n_cells = library.shape[0]
@@ -281,7 +281,7 @@ class OutputsMixin:
             )
             if sample and self.module.is_count_model:
                 drawn = px.sample()
-            elif sample:
+            elif residual is not None:
                 drawn = px.mean + residual[rows].to(px.mean.device)
             else:
                 drawn = px.mean

@@ -60,8 +60,9 @@ class PredictionMixin:
           model's change for this cell differs from its change for the reference (so the
           model's error on the reference cancels). Weight 0 is the mean-shift baseline
           (denoised); 1 is the transfer with the model's mean error on the reference removed.
-        - ``"transfer"`` (trVAE as published): encode each cell with its own condition (or
-          ``source_condition``), decode with ``target_condition``.
+        - ``"transfer"`` (trVAE's): encode each cell with its own condition (or
+          ``source_condition``), decode with ``target_condition``. The published output,
+          without the decoder's error below, is :meth:`get_corrected_expression`.
         - ``"latent_shift"``: vector arithmetic in z, as scGen does in its unconditional VAE:
           add the reference's mean z of the target minus the source condition to each cell's
           z and decode with the source condition. With ``cell_type_key`` the mean is balanced
@@ -127,12 +128,14 @@ class PredictionMixin:
             Percentiles of the NeuronEdit map.
         sample
             Draw each cell's prediction (the default) instead of returning its expected
-            value: expected values shrink the per-gene variance; draws restore it.
-            ``"nb"``/``"zinb"`` draw from the likelihood (torch's random state, set by
-            ``scvi.settings.seed``); ``"mse"`` adds to each cell's expected prediction its own
-            residual from its reconstruction in its own condition, so the noise is that of
-            real cells, genes with zeros keep them, and nothing is clipped (the means move by
-            the decoder's mean error on these cells, and not at all for ``"calibrated"``).
+            value: expected values shrink the per-gene variance; draws restore it without
+            moving the per-gene means. ``"nb"``/``"zinb"`` draw from the likelihood (torch's
+            random state, set by ``scvi.settings.seed``). ``"mse"`` keeps the decoder's error
+            on the predicted cells, their residual ``x - g(z, s)`` from the reconstruction in
+            the condition they were encoded with: draws add each cell's own residual (the
+            noise of real cells; genes with zeros keep them; nothing is clipped), expected
+            values its per-gene mean over the predicted cells of the same source condition, so
+            both have the same means.
         target_sum
             Count models: total counts per cell of ``layers["log_normalized"]``; ``None`` uses
             the median library size of the model's training cells.
@@ -177,13 +180,20 @@ class PredictionMixin:
         source_code = None if source_condition is None else self._condition_code(source_condition)
         source_condition = None if source_code is None else self.conditions[source_code]
         target_sum = float(target_sum or self.median_library_size_)
-        residual = sample and not self.module.is_count_model
         fixed_pair = None
         if reference_conditions is not None:
             fixed_pair = tuple(
                 self._condition_code(c, "reference_conditions") for c in reference_conditions
             )
+        residual = not self.module.is_count_model
         cells = self._encode(adata, indices, source_code, batch_size, residual)
+        codes = (
+            self._registered_codes(adata)[indices]
+            if source_code is None
+            else np.full(len(indices), source_code)
+        )
+        if residual and not sample:
+            cells["residual"] = _mean_per_group(cells["residual"], codes)
 
         def reference_pair(code: int) -> tuple[int, int]:
             """The reference's (source, target) conditions for cells of condition ``code``."""
@@ -202,8 +212,6 @@ class PredictionMixin:
                 z=cells["z"],
             )  # fmt: skip
         else:
-            codes = self._registered_codes(adata)[indices] if source_code is None else None
-            codes = np.full(len(indices), source_code) if codes is None else codes
             prediction = np.empty((len(indices), self.module.n_input), dtype=np.float32)
             for code in np.unique(codes):  # each source condition among the cells
                 rows = np.flatnonzero(codes == code)
@@ -280,8 +288,8 @@ class PredictionMixin:
         that the decoder's bias on them cancels), ``R_s``/``R_t`` the real mean source/target
         profiles of the reference and ``T_r - S_r`` the model's mean change for the
         reference's source cells: over all of them, or with ``n_neighbors`` over each cell's
-        nearest reference cells in z. Draws (``mse``) replace ``S + mean X - mean S`` by
-        ``X``: the same means, each cell's own noise.
+        nearest reference cells in z. For ``mse`` models ``mean X - mean S`` is the mean of the
+        cells' residuals, which draws replace by each cell's own: ``S + residual = X``.
         """
         (where, source_rows), (_, target_rows) = reference
         ref_source_code, ref_target_code = reference_codes
@@ -310,12 +318,10 @@ class PredictionMixin:
             - np.asarray(source_weights @ real_source)
             + weight * (model_change - source_weights @ ref_model_change)
         )
-        if sample and not self.module.is_count_model:
-            return own + cells["residual"].numpy() + correction
+        if not self.module.is_count_model:
+            return (own + cells["residual"].numpy() + correction).astype(np.float32)
         real_own = self._log_values(adata, indices, target_sum)
         expected = own + (np.asarray(real_own.mean(0)).ravel() - own.mean(0)) + correction
-        if not self.module.is_count_model:
-            return expected.astype(np.float32)
         size = np.exp(cells["library"].numpy())
         counts = np.expm1(np.maximum(expected, 0.0)) * size / target_sum
         if not sample:
@@ -481,6 +487,15 @@ def _latent_shift(
             for t in shared
         ]
     ).mean(0)
+
+
+def _mean_per_group(values: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
+    """Each row replaced by the mean of the rows of its group."""
+    means = torch.empty_like(values)
+    for group in np.unique(groups):
+        rows = torch.as_tensor(np.flatnonzero(groups == group))
+        means[rows] = values[rows].mean(0)
+    return means
 
 
 def _column(adata: AnnData, key: str) -> pd.Series:
