@@ -97,6 +97,10 @@ class OutputsMixin:
     ) -> np.ndarray:
         """Decode every cell with one condition: expression with condition effects removed.
 
+        For cells of another condition this is trVAE's transfer as published: the expected
+        values, without the decoder's error on the cells that :meth:`predict` keeps for
+        ``mse`` models.
+
         Parameters
         ----------
         target_condition
