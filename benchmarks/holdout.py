@@ -31,7 +31,7 @@ Usage::
 
     python benchmarks/holdout.py                                   # everything, seeds 0 1 2
     python benchmarks/holdout.py --datasets glioblastoma --forms log --seeds 0
-    python benchmarks/holdout.py --merge a.csv b.csv               # one table from several runs
+    python benchmarks/holdout.py --merge a.csv b.csv               # one table; b.csv wins
 """
 
 from __future__ import annotations
@@ -260,7 +260,8 @@ def timings(frame: pd.DataFrame) -> list[str]:
     per_run = ours.groupby(["dataset", "form", "group", "seed", "method"])["seconds"].first()
     per_run = per_run.unstack()
     default = per_run[[m for m in per_run.columns if m.startswith("trVAE")]].max(axis=1)
-    ablations = per_run[[f"{name}, default predictor" for name in ABLATIONS]].sum(axis=1)
+    ablation_runs = [f"{name}, default predictor" for name in ABLATIONS]
+    ablations = per_run.reindex(columns=ablation_runs).sum(axis=1)  # 0 where not run
     minutes = pd.DataFrame({"default": default, "ablations": ablations}) / 60
     per_seed = minutes.groupby(level="seed").sum()
     return [
@@ -316,6 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     columns = ["dataset", "form", "group", "method", "seed", "metric", "value", "seconds"]
     if args.merge:
         frame = pd.concat([pd.read_csv(path) for path in args.merge], ignore_index=True)
+        # A rerun replaces what an earlier file holds of the same run and metric.
+        keys = ["dataset", "form", "group", "method", "seed", "metric"]
+        frame = frame.drop_duplicates(keys, keep="last")
         frame.to_csv(out / "holdout.csv", index=False)
         write_table(frame, out / "holdout.md", peers_dir)
         return
