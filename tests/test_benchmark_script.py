@@ -42,7 +42,7 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     frame = pd.read_csv(tmp_path / "holdout.csv")
     ours = {
         "trVAE default", "trVAE default, expected (sample=False)", "trVAE calibrated",
-        "trVAE transfer (published)", "trVAE transfer (published), sampled",
+        "trVAE transfer (published)", "trVAE transfer, sampled",
         "trVAE latent shift", "MMD on y (the paper's), default predictor",
         "MMD on y (the paper's), transfer", "CVAE (beta 0), default predictor",
         "CVAE (beta 0), transfer",
