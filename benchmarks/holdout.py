@@ -180,7 +180,9 @@ def write_table(frame: pd.DataFrame, path: Path, peers_dir: Path) -> None:
     seconds = frame.groupby(["dataset", "form", "group", "method"])["seconds"].mean()
     for (dataset, form), part in wide.groupby(level=["dataset", "form"]):
         part = part.droplevel(["dataset", "form"])
-        lines += ["", f"## {dataset}, {form}", "", header]
+        ran = frame[(frame.dataset == dataset) & (frame.form == form)].seed.unique()
+        lines += ["", f"## {dataset}, {form} (seeds {', '.join(map(str, sorted(ran)))})"]
+        lines += ["", header]
         for (group, method), row in part.iterrows():
             values = " | ".join(f"{row[k]:.3f}" for k in KEYS)
             s = seconds[dataset, form, group, method]
