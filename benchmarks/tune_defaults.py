@@ -11,7 +11,7 @@ by the share of tuning tasks on which it beats the mean-shift baseline on **both
 top-100-DEG means and the correlation of the predicted change (the project's target), ties
 broken by the mean over the two datasets of the average of those two scores, then by the R²
 of the per-gene variances (added when expected values and draws got the same means). The best
-pair sets the defaults; ``benchmarks/report.py`` then scores it once on the reporting tasks.
+pair sets the defaults; ``benchmarks/holdout.py`` then scores it once on the reporting tasks.
 
 Writes one JSON line per (configuration, task, predictor) to ``<out>/tune_defaults.jsonl`` as
 runs finish (a rerun skips what is there) and the summary to ``<out>/tune_defaults.md``.
