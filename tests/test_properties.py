@@ -36,6 +36,9 @@ def test_mmd_finite_and_non_negative(batch):
 @given(batches(), st.randoms(use_true_random=False))
 def test_mmd_invariant_to_cell_order(batch, random):
     y, codes, n_conditions = batch
+    # float64: the invariance is exact, but in float32 the rounding of squared distances
+    # between values near 100 alone moves the sum by up to ~1e-3 with the order.
+    y = y.double()
     order = list(range(len(codes)))
     random.shuffle(order)
     order = torch.tensor(order)
@@ -49,6 +52,7 @@ def test_mmd_invariant_to_cell_order(batch, random):
 def test_mmd_invariant_to_relabelling_conditions(batch, random):
     """Symmetric in the conditions: any permutation of their labels gives the same value."""
     y, codes, n_conditions = batch
+    y = y.double()  # as above: float32 rounding is not what is tested
     relabel = list(range(n_conditions))
     random.shuffle(relabel)
     relabelled = torch.tensor(relabel)[codes]
