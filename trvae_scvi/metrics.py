@@ -392,10 +392,12 @@ def top_degs(
     )
     # scanpy's Wilcoxon test runs numba, which can change torch's thread count: restore it.
     threads = torch.get_num_threads()
-    sc.tl.rank_genes_groups(
-        subset, groupby, groups=[group], reference=reference, method="wilcoxon", n_genes=None
-    )
-    torch.set_num_threads(threads)
+    try:
+        sc.tl.rank_genes_groups(
+            subset, groupby, groups=[group], reference=reference, method="wilcoxon", n_genes=None
+        )
+    finally:
+        torch.set_num_threads(threads)
     ranked = sc.get.rank_genes_groups_df(subset, group)
     order = np.argsort(-np.abs(ranked["scores"].to_numpy(dtype=np.float64)), kind="stable")
     return list(ranked["names"].astype(str).to_numpy()[order[:n_genes]])
