@@ -266,11 +266,14 @@ def timings(frame: pd.DataFrame) -> list[str]:
     ablations = per_run.reindex(columns=ablation_runs).sum(axis=1)  # 0 where not run
     minutes = pd.DataFrame({"default": default, "ablations": ablations}) / 60
     per_seed = minutes.groupby(level="seed").sum()
+    per_form = minutes.groupby(level=["seed", "form"]).sum()
     return [
         "Wall time per seed, every task and form in the tables above: "
         + "; ".join(
             f"seed {seed}: the default model {row.default:.1f} min (training and every "
-            f"prediction of it; target 45 min), the two ablations {row.ablations:.1f} min"
+            f"prediction of it; target 45 min; "
+            + ", ".join(f"{form} {m:.1f}" for form, m in per_form.default[seed].items())
+            + f"), the two ablations {row.ablations:.1f} min"
             for seed, row in per_seed.iterrows()
         )
         + "."
