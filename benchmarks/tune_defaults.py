@@ -80,6 +80,24 @@ PREDICTORS: dict[str, dict | None] = {
     "NeuronEdit (y)": {"method": "neuron_edit", "sample": False},
     "NeuronEdit (y), sampled": {"method": "neuron_edit", "sample": True},
     "latent shift": {"method": "latent_shift", "sample": False},
+    "calibrated w=0.0, neighbours all, sampled": {
+        "method": "calibrated",
+        "calibration_weight": 0.0,
+        "sample": True,
+    },
+}
+# Shrinkage toward the reference's measured change: (1 - s) x a predictor + s x the calibrated
+# transfer with weight 0 (each cell + the reference's real mean change; its draws are the mean
+# shift), computed from the two predictions above with the same ``sample``.
+SHRINKAGE = (0.25, 0.5, 0.75)
+BLENDS: dict[str, tuple[str, str, float]] = {
+    f"NeuronEdit (y){drawn}, shrunk {s} to mean shift": (
+        f"NeuronEdit (y){drawn}",
+        f"calibrated w=0.0, neighbours all{drawn}",
+        s,
+    )
+    for s in SHRINKAGE
+    for drawn in ("", ", sampled")
 }
 
 
@@ -131,8 +149,9 @@ def run(
         rows.append(
             {**key, "predictor": "mean shift", **scores(task.mean_shift, task.real, task, 0)}
         )
+    predictions = {}
     for name, options in PREDICTORS.items():
-        if name in scored:
+        if name in scored and not any(name in blend[:2] for blend in BLENDS.values()):
             continue
         scvi.settings.seed = seed
         if options is None:
@@ -144,7 +163,13 @@ def run(
                 cell_type_key="cell_type",
                 **options,
             ).X
-        rows.append({**key, "predictor": name, **scores(predicted, task.real, task, 0)})
+        predictions[name] = predicted
+        if name not in scored:
+            rows.append({**key, "predictor": name, **scores(predicted, task.real, task, 0)})
+    for name, (predictor, shift, weight) in BLENDS.items():
+        if name not in scored:
+            blend = (1 - weight) * predictions[predictor] + weight * predictions[shift]
+            rows.append({**key, "predictor": name, **scores(blend, task.real, task, 0)})
     return [{**row, "train_seconds": round(seconds, 1)} for row in rows]
 
 
@@ -235,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
             row = json.loads(line)
             key = (row["config"], row["dataset"], row["group"], row["seed"])
             scored.setdefault(key, set()).add(row["predictor"])
-    wanted = {"mean shift", *PREDICTORS}
+    wanted = {"mean shift", *PREDICTORS, *BLENDS}
     runs = [
         (config, dataset, group, seed)
         for config in args.configs

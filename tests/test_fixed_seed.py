@@ -47,10 +47,15 @@ def outputs() -> dict[str, np.ndarray]:
         result[f"{recon_loss}_calibrated"] = predict(method="calibrated")
         result[f"{recon_loss}_calibrated_sampled"] = predict(method="calibrated", sample=True)
         result[f"{recon_loss}_latent_shift"] = predict(method="latent_shift")
-        result[f"{recon_loss}_neuron_edit_y"] = predict(method="neuron_edit")
+        result[f"{recon_loss}_neuron_edit_y"] = predict(method="neuron_edit", shrinkage=0.0)
         result[f"{recon_loss}_neuron_edit_z"] = predict(
-            method="neuron_edit", neuron_edit_layer="z"
+            method="neuron_edit", neuron_edit_layer="z", shrinkage=0.0
         )
+        result[f"{recon_loss}_neuron_edit_shrunk"] = predict(method="neuron_edit", shrinkage=0.25)
+        result[f"{recon_loss}_neuron_edit_shrunk_sampled"] = predict(
+            method="neuron_edit", shrinkage=0.25, sample=True
+        )
+        result[f"{recon_loss}_transfer_shrunk"] = predict(method="transfer", shrinkage=0.5)
         result[f"{recon_loss}_corrected"] = model.get_corrected_expression("c0")
         result[f"{recon_loss}_latent"] = model.get_latent_representation()
         result[f"{recon_loss}_mmd"] = model.get_mmd_representation()

@@ -215,3 +215,51 @@ def test_mse_draws_keep_the_expected_means(held_out, method):
                 rtol=1e-4,
                 atol=1e-5,
             )
+
+
+@pytest.mark.parametrize("method", ["neuron_edit", "transfer"])
+def test_shrinkage_mixes_the_prediction_with_the_reference_change(held_out, method):
+    adata, train, model = held_out
+    control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
+    options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
+    for sample in (False, True):
+        own = model.predict(**options, method=method, shrinkage=0.0, sample=sample).X
+        shift = model.predict(
+            **options, method="calibrated", calibration_weight=0.0, sample=sample
+        ).X
+        shrunk = model.predict(**options, method=method, shrinkage=0.3, sample=sample)
+        assert shrunk.uns["trVAE_predict"]["shrinkage"] == 0.3
+        np.testing.assert_allclose(shrunk.X, 0.7 * own + 0.3 * shift, rtol=1e-4, atol=1e-5)
+        full = model.predict(**options, method=method, shrinkage=1.0, sample=sample).X
+        np.testing.assert_allclose(full, shift, rtol=1e-4, atol=1e-5)
+    # The mean shift's draws are the cells themselves plus the reference's real mean change.
+    t1 = train.obs.cell_type == "t1"
+    change = train.X[(t1 & (train.obs.condition == "c1")).to_numpy()].mean(0) - train.X[
+        (t1 & (train.obs.condition == "c0")).to_numpy()
+    ].mean(0)
+    np.testing.assert_allclose(
+        shift, train.X[control].toarray() + np.asarray(change), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_shrinkage_defaults_to_a_quarter_for_neuron_edit_only(held_out):
+    _, train, model = held_out
+    control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
+    options = {"indices": control, "target_condition": "c1", "sample": False}
+    assert model.predict(**options).uns["trVAE_predict"]["shrinkage"] == 0.25
+    for method in ("transfer", "calibrated", "latent_shift"):
+        uns = model.predict(**options, method=method).uns["trVAE_predict"]
+        assert uns["shrinkage"] == 0.0
+    with pytest.raises(ValueError, match=r"shrinkage=1.5 must lie in \[0, 1\]"):
+        model.predict(**options, shrinkage=1.5)
+
+
+def test_shrunk_count_draws_are_counts(count_model):
+    adata = count_model.adata
+    control = np.flatnonzero((adata.obs.cell_type == "t0") & (adata.obs.condition == "c0"))
+    scvi.settings.seed = 0
+    drawn = count_model.predict(
+        indices=control, target_condition="c1", cell_type_key="cell_type", shrinkage=0.5
+    )
+    assert np.all(drawn.X >= 0) and np.array_equal(drawn.X, np.round(drawn.X))
+    assert np.isfinite(drawn.layers["log_normalized"]).all()
