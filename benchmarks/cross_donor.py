@@ -9,8 +9,8 @@ of all other cells (``recon_loss="nb"`` and ``"zinb"``, otherwise the package's 
 predicts the held-out cells from D's control cells of T, with target condition
 ``(D, "stimulated")``:
 
-- ``trVAE default``: ``predict()`` as it comes (NeuronEdit on the first decoder layer, with
-  draws; its reference is D's other cell types);
+- ``trVAE default``: ``predict()`` as it comes (NeuronEdit on the first decoder layer,
+  shrinkage 0.25, with draws; its reference is D's other cell types);
 - ``trVAE default, other donor as reference``: ``predict(reference_conditions=[(D', control),
   (D', stimulated)])``, the response measured in the other donor D' as the reference (its
   cells of every type), otherwise the defaults;
@@ -37,6 +37,7 @@ Usage::
 
     python benchmarks/cross_donor.py               # 2 donors x 5 types x nb, zinb x seeds 0 1 2
     python benchmarks/cross_donor.py --likelihoods nb --seeds 0       # a part of it
+    python benchmarks/cross_donor.py --merge a.csv b.csv               # one table; b.csv wins
     # a quick check of the script (2 epochs, one task, 3 seeds, both likelihoods):
     python benchmarks/cross_donor.py --donors 101 --cell-types "B cells" --max-epochs 2 --out /tmp
 """
@@ -409,10 +410,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-epochs", type=int, default=None, help="default: the model's")
     parser.add_argument("--n-boot", type=int, default=0, help="bootstrap resamples")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--merge", nargs="+", metavar="CSV", help="only rebuild the table")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:  # runs of parts, one table; a later file's rows replace an earlier one's
+        frame = pd.concat([pd.read_csv(path) for path in args.merge], ignore_index=True)
+        frame = frame.drop_duplicates(subset=COLUMNS[:6], keep="last")
+        frame.to_csv(out / "cross_donor.csv", index=False)
+        write_table(frame, out / "cross_donor.md", None)
+        print((out / "cross_donor.md").read_text())
+        return
     adata = load_muscat()
     donors = args.donors or sorted(adata.obs["donor"].astype(str).unique())
     cell_types = args.cell_types or sorted(adata.obs["cell_type"].astype(str).unique())

@@ -10,9 +10,9 @@ split and seed:
   of the other groups), and the noise ceiling (one random half of the real perturbed cells
   scored against the other half);
 - trVAE with the defaults: ``predict()`` as it comes (NeuronEdit on the first decoder layer,
-  shrinkage 0.25, with draws) and its expected values (``sample=False``), the calibrated transfer, the
-  published transfer (``get_corrected_expression``: expected values, the decoder's error on
-  the cells not kept) and ``predict``'s drawn transfer, latent shift;
+  shrinkage 0.25, with draws) and its expected values (``sample=False``), the calibrated
+  transfer, the published transfer (``get_corrected_expression``: expected values, the
+  decoder's error on the cells not kept) and ``predict``'s drawn transfer, latent shift;
 - ablations, same settings otherwise: MMD on y (the paper's place, where the defaults put it
   on z), and beta=0 (a CVAE), each with the default predictor and with the published
   transfer;
