@@ -167,7 +167,7 @@ def run(
         if name not in scored:
             rows.append({**key, "predictor": name, **scores(predicted, task.real, task, 0)})
     for name, (predictor, shift, weight) in BLENDS.items():
-        if name not in scored:
+        if name not in scored and {predictor, shift} <= predictions.keys():
             blend = (1 - weight) * predictions[predictor] + weight * predictions[shift]
             rows.append({**key, "predictor": name, **scores(blend, task.real, task, 0)})
     return [{**row, "train_seconds": round(seconds, 1)} for row in rows]
@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
             row = json.loads(line)
             key = (row["config"], row["dataset"], row["group"], row["seed"])
             scored.setdefault(key, set()).add(row["predictor"])
-    wanted = {"mean shift", *PREDICTORS, *BLENDS}
+    wanted = {"mean shift", *PREDICTORS}
+    wanted |= {name for name, blend in BLENDS.items() if set(blend[:2]) <= wanted}
     runs = [
         (config, dataset, group, seed)
         for config in args.configs

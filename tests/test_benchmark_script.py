@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
@@ -63,16 +64,27 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
 def test_tuning_runs_and_picks_a_default(tmp_path, monkeypatch):
     tuning = load("tune_defaults")
     monkeypatch.setattr(tuning, "CONFIGS", {"tiny": ({"hidden_sizes": (32,), "n_latent": 4}, 20)})
-    monkeypatch.setattr(tuning, "PREDICTORS", {"transfer": {"method": "transfer"}})
+    shift = {"method": "calibrated", "calibration_weight": 0.0}
+    monkeypatch.setattr(tuning, "PREDICTORS", {"transfer": {"method": "transfer"}, "shift": shift})
+    monkeypatch.setattr(tuning, "BLENDS", {"half": ("transfer", "shift", 0.5)})
     tuning.main(["--configs", "tiny", "--datasets", "glioblastoma", "--out", str(tmp_path)])
     rows = [json.loads(line) for line in (tmp_path / "tune_defaults.jsonl").open()]
     assert {(r["group"], r["predictor"]) for r in rows} == {
         (group, predictor)
         for group in ("PW030", "PW032")
-        for predictor in ("mean shift", "transfer")
+        for predictor in ("mean shift", "transfer", "shift", "half")
     }
+    # The calibrated transfer with weight 0 draws the mean shift itself.
+    by_name = {(r["group"], r["predictor"]): r for r in rows}
+    for group in ("PW030", "PW032"):
+        assert by_name[group, "shift"]["r2_mean_deg"] == pytest.approx(
+            by_name[group, "mean shift"]["r2_mean_deg"], abs=1e-4
+        )
     table = (tmp_path / "tune_defaults.md").read_text()
-    assert "Chosen by the rule: **tiny** with **transfer**." in table
+    _, best = tuning.summarise(pd.read_json(tmp_path / "tune_defaults.jsonl", lines=True))
+    assert best[1] in {"transfer", "shift", "half"}
+    assert f"Chosen by the rule: **tiny** with **{best[1]}**." in table
+    assert "| tiny | half |" in table
 
 
 def test_image_benchmark_runs(tmp_path):
