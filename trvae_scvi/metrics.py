@@ -114,7 +114,10 @@ def linear_r2(predicted: np.ndarray, real: np.ndarray) -> float:
     """
     if np.ptp(predicted) == 0 or np.ptp(real) == 0:
         return 0.0
-    return float(stats.linregress(real, predicted).rvalue ** 2)
+    # r² is scale-free; rescaling to [0, 1] keeps tiny (subnormal) values from underflowing
+    # to a zero variance inside linregress, which would give NaN.
+    scaled = [(v - np.min(v)) / np.ptp(v) for v in (real, predicted)]
+    return float(stats.linregress(*scaled).rvalue ** 2)
 
 
 def _check_same_genes(predicted, real) -> None:
