@@ -56,7 +56,7 @@ import pandas as pd
 import scipy.sparse as sp
 import scvi
 import torch
-from holdout import KEYS, scores
+from holdout import KEYS, merge_runs, scores
 from perturbation_data import SHARED, TARGET_SUM, count_form
 
 from trvae_scvi import TRVAE
@@ -416,8 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:  # runs of parts, one table; a later file's rows replace an earlier one's
-        frame = pd.concat([pd.read_csv(path) for path in args.merge], ignore_index=True)
-        frame = frame.drop_duplicates(subset=COLUMNS[:6], keep="last")
+        frame = merge_runs(args.merge, COLUMNS[:6])
         frame.to_csv(out / "cross_donor.csv", index=False)
         write_table(frame, out / "cross_donor.md", None)
         print((out / "cross_donor.md").read_text())

@@ -150,6 +150,12 @@ def run_task(
         yield f"{name}, transfer", published(ablation), seconds
 
 
+def merge_runs(paths: list[str], keys: list[str]) -> pd.DataFrame:
+    """The rows of several runs' CSVs; a later file's row replaces an earlier one's (``keys``)."""
+    frame = pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+    return frame.drop_duplicates(keys, keep="last")
+
+
 def peer_predictions(task: HoldOut, dataset: str, group: str, seed: int, peers_dir: Path):
     """Yield ``(method, predicted, seconds)`` for each peer prediction on disk."""
     control_names = task.train.obs_names[task.control_indices].to_numpy().astype(str)
@@ -321,10 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     columns = ["dataset", "form", "group", "method", "seed", "metric", "value", "seconds"]
     if args.merge:
-        frame = pd.concat([pd.read_csv(path) for path in args.merge], ignore_index=True)
         # A rerun replaces what an earlier file holds of the same run and metric.
-        keys = ["dataset", "form", "group", "method", "seed", "metric"]
-        frame = frame.drop_duplicates(keys, keep="last")
+        frame = merge_runs(args.merge, columns[:6])
         frame.to_csv(out / "holdout.csv", index=False)
         write_table(frame, out / "holdout.md", peers_dir)
         return

@@ -149,9 +149,11 @@ def run(
         rows.append(
             {**key, "predictor": "mean shift", **scores(task.mean_shift, task.real, task, 0)}
         )
+    # Predictors scored already are predicted again only where a blend still needs them.
+    blended = {part for name, blend in BLENDS.items() if name not in scored for part in blend[:2]}
     predictions = {}
     for name, options in PREDICTORS.items():
-        if name in scored and not any(name in blend[:2] for blend in BLENDS.values()):
+        if name in scored and name not in blended:
             continue
         scvi.settings.seed = seed
         if options is None:
