@@ -77,8 +77,9 @@ PREDICTORS: dict[str, dict | None] = {
         for k in NEIGHBORS
     },
     "calibrated w=1.0, neighbours all, sampled": {"method": "calibrated", "sample": True},
-    "NeuronEdit (y)": {"method": "neuron_edit", "sample": False},
-    "NeuronEdit (y), sampled": {"method": "neuron_edit", "sample": True},
+    # Unshrunk, as when these were scored (shrinkage has defaulted to 0.25 since).
+    "NeuronEdit (y)": {"method": "neuron_edit", "shrinkage": 0.0, "sample": False},
+    "NeuronEdit (y), sampled": {"method": "neuron_edit", "shrinkage": 0.0, "sample": True},
     "latent shift": {"method": "latent_shift", "sample": False},
     "calibrated w=0.0, neighbours all, sampled": {
         "method": "calibrated",

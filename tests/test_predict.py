@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import scvi
 import torch
@@ -264,59 +263,3 @@ def test_shrunk_count_draws_are_counts(count_model):
     )
     assert np.all(drawn.X >= 0) and np.array_equal(drawn.X, np.round(drawn.X))
     assert np.isfinite(drawn.layers["log_normalized"]).all()
-
-
-@pytest.fixture(scope="module")
-def three_types():
-    """An mse model of cells of three types, t0's c1 cells held out."""
-    adata = make_counts(n_cells=300, seed=3)
-    rng = np.random.default_rng(100)
-    types = np.where(adata.obs.cell_type == "t1", rng.choice(["t1", "t2"], adata.n_obs), "t0")
-    adata.obs["cell_type"] = pd.Categorical(types)
-    train = adata[~((adata.obs.cell_type == "t0") & (adata.obs.condition == "c1"))].copy()
-    scvi.settings.seed = 0
-    TRVAE.setup_anndata(train, condition_key="condition")
-    model = TRVAE(train, **SMALL)
-    model.train(max_epochs=5, enable_progress_bar=False)
-    return train, model
-
-
-def test_auto_shrinkage_is_the_least_squares_weight_of_the_left_out_types(three_types):
-    train, model = three_types
-    control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
-    options = {"target_condition": "c1", "cell_type_key": "cell_type", "sample": False}
-    auto = model.predict(indices=control, shrinkage="auto", **options)
-    uns = auto.uns["trVAE_predict"]
-    assert uns["shrinkage"] == "auto"
-    fitted = uns["shrinkage_fitted"]["c0"]
-    # By hand, from public predictions: predict each reference type (t1, t2) from the other,
-    # unshrunk (P) and fully shrunk (M), and fit s to its real c1 means on its 100 (here: all
-    # 50) genes of largest change.
-    numerator = denominator = 0.0
-    for held, rest in (("t1", "t2"), ("t2", "t1")):
-        is_held, is_rest = (train.obs.cell_type == t for t in (held, rest))
-        source = np.flatnonzero(is_held & (train.obs.condition == "c0"))
-        reference = np.flatnonzero(is_rest)
-        own, shift = (
-            model.predict(
-                indices=source, reference_indices=reference, shrinkage=s, **options
-            ).X.mean(0)
-            for s in (0.0, 1.0)
-        )
-        real = np.asarray(train.X[(is_held & (train.obs.condition == "c1")).to_numpy()].mean(0))
-        numerator += float((real.ravel() - own) @ (shift - own))
-        denominator += float((shift - own) @ (shift - own))
-    assert fitted == pytest.approx(np.clip(numerator / denominator, 0, 1), rel=1e-4, abs=1e-5)
-    fixed = model.predict(indices=control, shrinkage=fitted, **options)
-    np.testing.assert_allclose(auto.X, fixed.X, rtol=1e-5, atol=1e-5)
-
-
-def test_auto_shrinkage_needs_two_reference_types(held_out):
-    _, train, model = held_out
-    control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
-    options = {"indices": control, "target_condition": "c1", "sample": False}
-    for cell_type_key in (None, "cell_type"):  # no types known; one reference type
-        uns = model.predict(**options, cell_type_key=cell_type_key, shrinkage="auto").uns
-        assert uns["trVAE_predict"]["shrinkage_fitted"] == {"c0": 0.25}
-    with pytest.raises(ValueError, match=r"shrinkage='half' must lie in \[0, 1\].*'auto'"):
-        model.predict(**options, shrinkage="half")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -24,9 +24,6 @@ METHODS = ("calibrated", "transfer", "latent_shift", "neuron_edit")
 DEFAULT_CALIBRATION_WEIGHT = 1.0
 DEFAULT_NEIGHBORS = None
 DEFAULT_NEURON_EDIT_SHRINKAGE = 0.25
-# Genes per left-out reference type on which shrinkage="auto" is fitted, as the benchmark
-# scores the top-100 DEGs (not tuned).
-N_SHRINKAGE_GENES = 100
 
 
 class PredictionMixin:
@@ -46,7 +43,7 @@ class PredictionMixin:
         n_neighbors: int | None = DEFAULT_NEIGHBORS,
         neuron_edit_layer: Literal["y", "z"] = "y",
         n_percentiles: int = 100,
-        shrinkage: float | Literal["auto"] | None = None,
+        shrinkage: float | None = None,
         sample: bool = True,
         target_sum: float | None = None,
         batch_size: int | None = None,
@@ -139,13 +136,9 @@ class PredictionMixin:
             method's plus ``shrinkage`` times ``"calibrated"`` with ``calibration_weight=0``
             (each cell plus the reference's real mean change), mixed in the model's log space
             before any draw. It guards against a model whose change is wrong for a cell type
-            unlike the reference. ``"auto"`` fits it to the reference: each of its cell types
-            (``cell_type_key``) measured in both conditions is predicted from the others, and
-            the fraction that predicts their mean profiles best is used (per source condition;
-            ``uns["trVAE_predict"]["shrinkage_fitted"]``); with fewer than two such types it
-            is 0.25. ``None``: 0.25 for ``"neuron_edit"`` (chosen on the tuning tasks), 0 for
-            the other methods (``"calibrated"`` has ``calibration_weight``; with shrinkage,
-            ``"transfer"`` needs reference cells too).
+            unlike the reference. ``None``: 0.25 for ``"neuron_edit"`` (chosen on the tuning
+            tasks), 0 for the other methods (``"calibrated"`` has ``calibration_weight``;
+            with ``shrinkage > 0``, ``"transfer"`` needs reference cells too).
         sample
             Draw each cell's prediction (the default) instead of returning its expected
             value: expected values shrink the per-gene variance; draws restore it without
@@ -259,7 +252,6 @@ class PredictionMixin:
                 self._decode(group["library"], decode_code, batch_size, **decode_input), group
             )
 
-        fitted = {}
         if method == "transfer" and not shrinkage:  # the one method without reference cells
             prediction = self._decode(
                 cells["library"], target_code, batch_size, sample, cells.get("residual"),
@@ -272,13 +264,7 @@ class PredictionMixin:
                 rows = np.flatnonzero(codes == code)
                 group = {k: v[rows] for k, v in cells.items()}
                 ref = reference(code)
-                weight = shrinkage
-                if shrinkage == "auto":
-                    weight = self._fitted_shrinkage(
-                        ref, code, target_code, expected, target_sum, batch_size
-                    )
-                    fitted[self.conditions[code]] = weight
-                if not weight and method != "calibrated":
+                if not shrinkage and method != "calibrated":
                     decode_code, decode_input = decoding(group, ref, code)
                     prediction[rows] = self._decode(
                         group["library"], decode_code, batch_size, sample, group.get("residual"),
@@ -286,14 +272,12 @@ class PredictionMixin:
                     )  # fmt: skip
                     continue
                 mixed = expected(adata, indices[rows], group, ref, code)
-                if weight:
+                if shrinkage:
                     shift = expected(adata, indices[rows], group, ref, code, shift=True)
-                    mixed = (1 - weight) * mixed + weight * shift
+                    mixed = (1 - shrinkage) * mixed + shrinkage * shift
                 prediction[rows] = self._from_log_space(
                     mixed, group, sample, target_code, target_sum
                 )
-        if fitted:
-            settings["shrinkage_fitted"] = fitted
         return self._prediction_anndata(
             adata, indices, own, prediction, cells["library"], target_condition,
             source_condition, target_sum, **settings,
@@ -324,56 +308,6 @@ class PredictionMixin:
         # the target's MMD-layer output.
         code = source_code if neuron_edit_layer == "z" else target_code
         return code, {neuron_edit_layer: torch.as_tensor(edited)}
-
-    def _fitted_shrinkage(
-        self,
-        reference: _Reference,
-        source_code: int,
-        target_code: int,
-        expected,
-        target_sum: float,
-        batch_size: int | None,
-    ) -> float:
-        """``shrinkage="auto"``: the weight that best predicts each reference type left out.
-
-        Each cell type of the reference measured in both conditions is predicted in turn
-        from the others, as the held-out cells are predicted from the whole reference
-        (``expected``: the method's and the shrinkage target's expected values). The weight
-        minimises the squared error of the predicted mean profiles, summed over those types on
-        each one's :data:`N_SHRINKAGE_GENES` genes of largest real change:
-        ``s = sum <R - P, M - P> / sum |M - P|^2`` with ``R`` the type's real target mean,
-        ``P`` the method's and ``M`` the shrinkage target's mean prediction, clipped to
-        [0, 1]. Without two such types, or when the reference's conditions are not the
-        prediction's, it is :data:`DEFAULT_NEURON_EDIT_SHRINKAGE`.
-        """
-        source_types, target_types = reference.types
-        if source_types is None or reference.codes != (source_code, target_code):
-            return DEFAULT_NEURON_EDIT_SHRINKAGE
-        types = sorted(set(source_types) & set(target_types))
-        if len(types) < 2:
-            return DEFAULT_NEURON_EDIT_SHRINKAGE
-        (source_rows, target_rows), where = reference.rows, reference.adata
-        residual = not self.module.is_count_model
-        numerator = denominator = 0.0
-        for cell_type in types:
-            held_out = source_types == cell_type
-            rest = reference.subset(~held_out, target_types != cell_type)
-            rows = source_rows[held_out]
-            cells = self._encode(where, rows, None, batch_size, residual)
-            offset = cells["residual"].numpy().mean(0) if residual else 0.0
-            model = expected(where, rows, cells, rest, source_code).mean(0) + offset
-            shift = expected(where, rows, cells, rest, source_code, shift=True).mean(0) + offset
-            real = np.asarray(
-                self._log_values(where, target_rows[target_types == cell_type], target_sum).mean(0)
-            ).ravel()
-            change = real - np.asarray(self._log_values(where, rows, target_sum).mean(0)).ravel()
-            genes = np.argsort(-np.abs(change))[:N_SHRINKAGE_GENES]
-            error, direction = real[genes] - model[genes], shift[genes] - model[genes]
-            numerator += float(error @ direction)
-            denominator += float(direction @ direction)
-        if denominator == 0:
-            return 0.0
-        return float(np.clip(numerator / denominator, 0.0, 1.0))
 
     def _calibrated(
         self,
@@ -608,22 +542,6 @@ class _Reference:
     encoded: tuple[Cells, Cells]
     types: tuple[np.ndarray | None, np.ndarray | None]
 
-    def subset(self, keep_source: np.ndarray, keep_target: np.ndarray) -> _Reference:
-        """The reference without the cells whose ``keep_*`` entry is False."""
-        keep = (keep_source, keep_target)
-        return replace(
-            self,
-            rows=tuple(rows[k] for rows, k in zip(self.rows, keep, strict=True)),
-            encoded=tuple(
-                {key: value[torch.as_tensor(k)] for key, value in cells.items()}
-                for cells, k in zip(self.encoded, keep, strict=True)
-            ),
-            types=tuple(
-                None if types is None else types[k]
-                for types, k in zip(self.types, keep, strict=True)
-            ),
-        )
-
 
 def _latent_shift(
     source: Cells, target: Cells, source_types: np.ndarray | None, target_types: np.ndarray | None
@@ -704,17 +622,12 @@ def _method_settings(
         raise ValueError(f"n_neighbors={n_neighbors!r} must be a positive integer or None.")
     if shrinkage is None:
         shrinkage = DEFAULT_NEURON_EDIT_SHRINKAGE if method == "neuron_edit" else 0.0
-    if shrinkage != "auto" and (isinstance(shrinkage, str | bool) or not 0 <= shrinkage <= 1):
+    if isinstance(shrinkage, str | bool) or not 0 <= shrinkage <= 1:
         raise ValueError(
             f"shrinkage={shrinkage!r} must lie in [0, 1] (0: the method's own prediction, "
-            "1: each cell plus the reference's mean change), be 'auto' (fitted on the "
-            "reference's cell types) or None for the default."
+            "1: each cell plus the reference's mean change), or be None for the default."
         )
-    settings = {
-        "method": method,
-        "sample": sample,
-        "shrinkage": shrinkage if shrinkage == "auto" else float(shrinkage),
-    }
+    settings = {"method": method, "sample": sample, "shrinkage": float(shrinkage)}
     if method == "calibrated":
         neighbors = "all" if n_neighbors is None else int(n_neighbors)  # h5ad stores no None
         settings.update(calibration_weight=calibration_weight, n_neighbors=neighbors)
