@@ -235,8 +235,8 @@ class PredictionMixin:
                 method, group, ref, code, target_code, neuron_edit_layer, n_percentiles
             )
 
-        def expected(where, rows, group, ref, code, shift=False) -> np.ndarray:
-            """The method's expected prediction in log space.
+        def expected(rows, group, ref, code, shift=False) -> np.ndarray:
+            """The method's expected prediction of ``indices[rows]`` in log space.
 
             With ``shift``: the shrinkage's target, calibrated with weight 0 (each cell plus
             the reference's real change).
@@ -244,8 +244,8 @@ class PredictionMixin:
             if shift or method == "calibrated":
                 weight, neighbors = (0.0, None) if shift else (calibration_weight, n_neighbors)
                 return self._calibrated(
-                    where, rows, group, ref, code, target_code, weight, neighbors, target_sum,
-                    batch_size,
+                    adata, indices[rows], group, ref, code, target_code, weight, neighbors,
+                    target_sum, batch_size,
                 )  # fmt: skip
             decode_code, decode_input = decoding(group, ref, code)
             return log(
@@ -271,9 +271,9 @@ class PredictionMixin:
                         **decode_input,
                     )  # fmt: skip
                     continue
-                mixed = expected(adata, indices[rows], group, ref, code)
+                mixed = expected(rows, group, ref, code)
                 if shrinkage:
-                    shift = expected(adata, indices[rows], group, ref, code, shift=True)
+                    shift = expected(rows, group, ref, code, shift=True)
                     mixed = (1 - shrinkage) * mixed + shrinkage * shift
                 prediction[rows] = self._from_log_space(
                     mixed, group, sample, target_code, target_sum
