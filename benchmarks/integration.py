@@ -20,6 +20,9 @@ Embeddings:
   of the reference condition with ``trvae_scvi.nn.neuron_edit`` (source: that condition's cells,
   target: the reference's), the edited activations used as the embedding;
 - scVI (``scvi.model.SCVI`` on the counts, ``batch_key`` the condition, default settings);
+- scArches' TRVAE (its latent means; ``recon_loss="nb"`` on the counts, otherwise the settings
+  of ``peers/predict_scarches_trvae.py``), run by ``peers/embed_scarches_trvae.py`` in
+  ``peers/.venv-scarches`` when that venv exists (``bash benchmarks/peers/setup.sh``);
 - uncorrected: the 50-PC PCA of the log values.
 
 The reference condition is ``101_control`` for muscat and ``control`` for kang.
@@ -38,6 +41,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,8 +71,11 @@ EMBEDDINGS = {  # obsm key: name in the tables
     "X_trVAE_mmd_neuron_edit": "trVAE y + NeuronEdit",
     "X_trVAE_corrected_pca": "trVAE corrected expression, PCA",
     "X_scVI": SCVI,
+    "X_scArches_TRVAE": "scArches TRVAE latent",
     "X_pca_uncorrected": "uncorrected PCA",
 }
+PEERS_DIR = Path(__file__).parent / "peers"
+SCARCHES_PYTHON = PEERS_DIR / ".venv-scarches" / "bin" / "python"
 AGGREGATES = ["Bio conservation", "Batch correction", "Total"]
 BIO_MARGIN = 0.02
 
@@ -209,6 +217,42 @@ def scvi_embedding(
     return model.get_latent_representation(), seconds
 
 
+def scarches_embedding(
+    adata: ad.AnnData, batch_key: str, seed: int, max_epochs: int | None
+) -> tuple[np.ndarray, float]:
+    """The latent means of scArches' TRVAE on the counts (``peers/embed_scarches_trvae.py``).
+
+    Parameters
+    ----------
+    adata
+        Counts in ``layers["counts"]``; not modified.
+    batch_key
+        The condition column.
+    seed
+        The run's seed.
+    max_epochs
+        Training epochs; ``None`` uses the peer script's cap (with early stopping).
+
+    Returns
+    -------
+    tuple
+        The latent representation and the training seconds.
+
+    """
+    counts = ad.AnnData(X=adata.layers["counts"].copy(), obs=adata.obs[[batch_key]].copy())
+    with tempfile.TemporaryDirectory() as folder:
+        data, out = Path(folder) / "counts.h5ad", Path(folder) / "latent.npz"
+        counts.write_h5ad(data)
+        command = [str(SCARCHES_PYTHON), str(PEERS_DIR / "embed_scarches_trvae.py")]
+        command += ["--input", str(data), "--condition-key", batch_key, "--seed", str(seed)]
+        command += ["--out", str(out)] + (
+            [] if max_epochs is None else ["--max-epochs", str(max_epochs)]
+        )
+        subprocess.run(command, check=True)
+        result = np.load(out)
+        return result["latent"], float(result["seconds"])
+
+
 def run_dataset(spec: Spec, seed: int, max_epochs: int | None) -> tuple[pd.DataFrame, dict]:
     """Compute every embedding of one dataset and score them.
 
@@ -238,6 +282,12 @@ def run_dataset(spec: Spec, seed: int, max_epochs: int | None) -> tuple[pd.DataF
     embeddings["X_scVI"], seconds["scVI training"] = scvi_embedding(
         adata, batch_key, seed, max_epochs
     )
+    if SCARCHES_PYTHON.exists():
+        embeddings["X_scArches_TRVAE"], seconds["scArches TRVAE training"] = scarches_embedding(
+            adata, batch_key, seed, max_epochs
+        )
+    else:
+        print(f"{SCARCHES_PYTHON} missing (bash benchmarks/peers/setup.sh): no scArches row")
     embeddings["X_pca_uncorrected"] = sc.pp.pca(adata.X, n_comps=N_COMPS, random_state=seed)
     for key, value in embeddings.items():
         adata.obsm[key] = np.asarray(value, dtype=np.float32)

@@ -1,0 +1,75 @@
+"""scArches' PyTorch trVAE (scarches.models.TRVAE): latent space of counts, for the scIB table.
+
+Run with ``benchmarks/peers/.venv-scarches/bin/python``; ``benchmarks/integration.py`` calls it
+when that venv exists. Reads an ``.h5ad`` of raw counts in ``X`` with a condition column,
+trains scArches' TRVAE on it with its defaults for counts (``recon_loss="nb"``, MMD on z, the
+epoch cap and early stopping of ``predict_scarches_trvae.py``) and writes the latent means of
+all cells (``get_latent(mean=True)``) and the training seconds to ``--out`` (``.npz``).
+
+Usage::
+
+    .venv-scarches/bin/python embed_scarches_trvae.py --input counts.h5ad \
+        --condition-key condition --seed 0 --out latent.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import time
+import warnings
+from pathlib import Path
+
+import _common
+import numpy as np
+from predict_scarches_trvae import MODEL, N_EPOCHS, TRAIN, TRAINER
+
+
+def main() -> None:
+    """Train on the counts and write the latent means."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--condition-key", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-epochs", type=int, default=None, help="default: the epoch cap")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        import anndata
+        import scarches as sca  # prints warnings about optional extras on import
+
+    adata = anndata.read_h5ad(args.input)
+    conditions = sorted(adata.obs[args.condition_key].astype(str).unique())
+    adata.obs[args.condition_key] = adata.obs[args.condition_key].astype(str)
+    _common.seed_everything(args.seed)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its architecture
+        model = sca.models.TRVAE(
+            adata=adata,
+            condition_key=args.condition_key,
+            conditions=conditions,
+            **{**MODEL, "recon_loss": "nb"},  # counts: scArches' own default likelihood
+        )
+        model.train(
+            n_epochs=args.max_epochs or N_EPOCHS,
+            **TRAIN,
+            **TRAINER,
+            seed=args.seed,
+            monitor=False,
+        )
+    seconds = time.perf_counter() - start
+    # Dense rows: its get_latent indexes a sparse X with a torch tensor, which scipy refuses.
+    dense = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    latent = model.get_latent(dense, adata.obs[args.condition_key].to_numpy(), mean=True)
+    latent = np.asarray(latent, dtype=np.float32)
+    if not np.isfinite(latent).all():
+        raise RuntimeError("scArches' TRVAE latent has non-finite values")
+    epochs = len(model.trainer.logs.get("val_loss", []))
+    np.savez_compressed(args.out, latent=latent, seconds=seconds, epochs_trained=epochs)
+    print(f"[scarches_trvae] {adata.n_obs} cells, {epochs} epochs, {seconds:.1f} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
