@@ -389,13 +389,13 @@ def timings(frame: pd.DataFrame, wall_seconds: float | None) -> list[str]:
         "",
         "Training plus predictions, per likelihood and seed (all tasks of the run): "
         + ", ".join(f"{lk} seed {s}: {_duration(t)}" for (lk, s), t in per_seed.items())
-        + f"; {torch.get_num_threads()} torch CPU threads.",
+        + ".",
     ]
-    if wall_seconds is not None:
+    if wall_seconds is not None:  # a run, not a merge of runs made with other thread counts
         lines += [
             "",
             "Wall time of the whole run (from loading the data, imports excluded): "
-            f"{_duration(wall_seconds)}.",
+            f"{_duration(wall_seconds)}; {torch.get_num_threads()} torch CPU threads.",
         ]
     return lines
 
