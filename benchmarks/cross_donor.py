@@ -14,6 +14,9 @@ predicts the held-out cells from D's control cells of T, with target condition
 - ``trVAE default, other donor as reference``: ``predict(reference_conditions=[(D', control),
   (D', stimulated)])``, the response measured in the other donor D' as the reference (its
   cells of every type), otherwise the defaults;
+- ``trVAE default, other donor's same type as reference``: the same with the other donor's
+  cells of type T only (``reference_indices``): the model maps T's measured response in D'
+  onto D's control cells of T;
 - ``trVAE transfer (published)``: ``method="transfer"``;
 - ``trVAE query-mapped`` (``nb`` only): a reference trained on the other donor's cells alone,
   this donor's training cells mapped onto it with ``TRVAE.load_query_data`` (its two
@@ -67,9 +70,10 @@ MUSCAT = SHARED / "kang2018_pbmc_muscat_example.h5ad"
 CONTROL, STIMULATED = "control", "stimulated"
 DEFAULT = "trVAE default"
 CROSS_DONOR = "trVAE default, other donor as reference"
+SAME_TYPE = "trVAE default, other donor's same type as reference"
 TRANSFER = "trVAE transfer (published)"
 QUERY = "trVAE query-mapped"
-OURS = (DEFAULT, CROSS_DONOR, TRANSFER, QUERY)
+OURS = (DEFAULT, CROSS_DONOR, SAME_TYPE, TRANSFER, QUERY)
 UNCHANGED = "control unchanged"
 DONOR_SHIFT = "mean shift (donor)"
 OTHER_DONOR = "other donor's response"
@@ -165,7 +169,9 @@ def make_task(
     return task, baselines
 
 
-def run_models(task: HoldOut, donor: str, likelihood: str, seed: int, max_epochs: int | None):
+def run_models(
+    task: HoldOut, donor: str, cell_type: str, likelihood: str, seed: int, max_epochs: int | None
+):
     """Train trVAE on one task and yield ``(method, predicted log values, seconds)``.
 
     Parameters
@@ -174,6 +180,8 @@ def run_models(task: HoldOut, donor: str, likelihood: str, seed: int, max_epochs
         From :func:`make_task`.
     donor
         The held-out donor, whose stimulated condition is predicted.
+    cell_type
+        The held-out cell type.
     likelihood
         ``recon_loss`` of the model (``"nb"`` or ``"zinb"``).
     seed
@@ -194,6 +202,13 @@ def run_models(task: HoldOut, donor: str, likelihood: str, seed: int, max_epochs
         # The response measured in the other donor, all its cell types (the held-out type's
         # there included), instead of this donor's other types; otherwise the defaults.
         CROSS_DONOR: {"reference_conditions": [(other, CONTROL), (other, STIMULATED)]},
+        SAME_TYPE: {
+            "reference_conditions": [(other, CONTROL), (other, STIMULATED)],
+            "reference_indices": np.flatnonzero(
+                (task.train.obs["donor"].astype(str) == other)
+                & (task.train.obs["cell_type"].astype(str) == cell_type)
+            ),
+        },
         TRANSFER: {"method": "transfer"},
     }
     for method, options in methods.items():
@@ -351,7 +366,7 @@ def targets(wide: pd.DataFrame) -> list[str]:
                 f"| {likelihood} | {ours} | {other} | {int((r2 & change).sum())}/{n} "
                 f"| {int(r2.sum())}/{n} | {int(change.sum())}/{n} |"
             )
-        for ours in (DEFAULT, CROSS_DONOR):
+        for ours in (DEFAULT, CROSS_DONOR, SAME_TYPE):
             if not all((ours, other) in wins for other in SHIFT_BASELINES):
                 continue
             both = wins[ours, DONOR_SHIFT] & wins[ours, OTHER_DONOR]
@@ -444,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
             for likelihood, seed in itertools.product(args.likelihoods, args.seeds):
                 results = [(m, s, 0.0) for m, s in baseline_scores.items()]
                 for method, predicted, seconds in run_models(
-                    task, donor, likelihood, seed, args.max_epochs
+                    task, donor, cell_type, likelihood, seed, args.max_epochs
                 ):
                     results.append(
                         (method, scores(predicted, task.real, task, args.n_boot), seconds)

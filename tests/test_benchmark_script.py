@@ -125,6 +125,7 @@ def test_cross_donor_benchmark_runs(tmp_path):
     assert {
         "trVAE default",
         "trVAE default, other donor as reference",
+        "trVAE default, other donor's same type as reference",
         "trVAE transfer (published)",
         "trVAE query-mapped",
         "mean shift (donor)",
@@ -132,4 +133,5 @@ def test_cross_donor_benchmark_runs(tmp_path):
     } <= set(frame.method)
     table = (tmp_path / "cross_donor.md").read_text()
     assert "`trVAE default, other donor as reference` beats both shift baselines" in table
+    assert "`trVAE default, other donor's same type as reference` beats both" in table
     assert "`trVAE query-mapped` R² mean top-100 DEGs" in table
