@@ -267,12 +267,13 @@ def timings(frame: pd.DataFrame) -> list[str]:
     ours = frame[frame.method.str.startswith(("trVAE", *ABLATIONS))]
     per_run = ours.groupby(["dataset", "form", "group", "seed", "method"])["seconds"].first()
     per_run = per_run.unstack()
-    default = per_run[[m for m in per_run.columns if m.startswith("trVAE")]].max(axis=1)
-    # Each ablation model's time, whichever of its predictors a run scored; 0 where not run.
-    ablations = sum(
-        per_run[[m for m in per_run.columns if m.startswith(name)]].max(axis=1).fillna(0)
-        for name in ABLATIONS
-    )
+
+    def model_seconds(prefix: str) -> pd.Series:
+        """One model's time per run: every row of its predictors carries it; NaN where not run."""
+        return per_run[[m for m in per_run.columns if m.startswith(prefix)]].max(axis=1)
+
+    default = model_seconds("trVAE")
+    ablations = sum(model_seconds(name).fillna(0) for name in ABLATIONS)
     minutes = pd.DataFrame({"default": default, "ablations": ablations}) / 60
     per_seed = minutes.groupby(level="seed").sum()
     per_form = minutes.groupby(level=["seed", "form"]).sum()
