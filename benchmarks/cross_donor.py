@@ -18,6 +18,13 @@ predicts the held-out cells from D's control cells of T, with target condition
   cells of type T only (``reference_indices``): the model maps T's measured response in D'
   onto D's control cells of T;
 - ``trVAE transfer (published)``: ``method="transfer"``;
+- ``trVAE default, additive conditions``, ``trVAE transfer, additive conditions`` and
+  ``trVAE calibrated on the other donor's same type, additive``: a model with
+  ``condition_encoding="additive"`` (donor and stimulus one-hots side by side, so the
+  stimulus's weights are shared by the donors), otherwise the defaults, predicting with
+  ``predict()``, ``method="transfer"``, and ``method="calibrated"`` with the other donor's
+  cells of type T as reference (T's measured response there plus the model's difference
+  between the two donors' responses);
 - ``trVAE query-mapped`` (``nb`` only): a reference trained on the other donor's cells alone,
   this donor's training cells mapped onto it with ``TRVAE.load_query_data`` (its two
   conditions are new) and trained as a query, then ``predict()`` as it comes; to compare with
@@ -40,6 +47,7 @@ Usage::
 
     python benchmarks/cross_donor.py               # 2 donors x 5 types x nb, zinb x seeds 0 1 2
     python benchmarks/cross_donor.py --likelihoods nb --seeds 0       # a part of it
+    python benchmarks/cross_donor.py --encodings additive              # additive models only
     python benchmarks/cross_donor.py --merge a.csv b.csv               # one table; b.csv wins
     # a quick check of the script (2 epochs, one task, 3 seeds, both likelihoods):
     python benchmarks/cross_donor.py --donors 101 --cell-types "B cells" --max-epochs 2 --out /tmp
@@ -73,7 +81,11 @@ CROSS_DONOR = "trVAE default, other donor as reference"
 SAME_TYPE = "trVAE default, other donor's same type as reference"
 TRANSFER = "trVAE transfer (published)"
 QUERY = "trVAE query-mapped"
-OURS = (DEFAULT, CROSS_DONOR, SAME_TYPE, TRANSFER, QUERY)
+ADDITIVE = "trVAE default, additive conditions"
+ADDITIVE_TRANSFER = "trVAE transfer, additive conditions"
+ADDITIVE_CALIBRATED = "trVAE calibrated on the other donor's same type, additive"
+ADDITIVE_METHODS = (ADDITIVE, ADDITIVE_TRANSFER, ADDITIVE_CALIBRATED)
+OURS = (DEFAULT, CROSS_DONOR, SAME_TYPE, TRANSFER, QUERY, *ADDITIVE_METHODS)
 UNCHANGED = "control unchanged"
 DONOR_SHIFT = "mean shift (donor)"
 OTHER_DONOR = "other donor's response"
@@ -170,7 +182,13 @@ def make_task(
 
 
 def run_models(
-    task: HoldOut, donor: str, cell_type: str, likelihood: str, seed: int, max_epochs: int | None
+    task: HoldOut,
+    donor: str,
+    cell_type: str,
+    likelihood: str,
+    seed: int,
+    max_epochs: int | None,
+    encoding: str = "joint",
 ):
     """Train trVAE on one task and yield ``(method, predicted log values, seconds)``.
 
@@ -188,29 +206,40 @@ def run_models(
         ``scvi.settings.seed`` for training and prediction.
     max_epochs
         Training epochs; ``None`` uses the model's default.
+    encoding
+        ``condition_encoding`` of the model: ``"joint"`` (the default, with the query-mapped
+        model for ``nb``) or ``"additive"``.
 
     """
     scvi.settings.seed = seed
     TRVAE.setup_anndata(task.train, condition_key=["donor", "stimulus"], layer="counts")
-    model = TRVAE(task.train, recon_loss=likelihood)
+    model = TRVAE(task.train, recon_loss=likelihood, condition_encoding=encoding)
     start = time.perf_counter()
     model.train(max_epochs=max_epochs, enable_progress_bar=False)
     trained = time.perf_counter() - start
     other = next(d for d in task.train.obs["donor"].astype(str).unique() if d != donor)
+    other_donor = {"reference_conditions": [(other, CONTROL), (other, STIMULATED)]}
+    same_type = {
+        **other_donor,
+        "reference_indices": np.flatnonzero(
+            (task.train.obs["donor"].astype(str) == other)
+            & (task.train.obs["cell_type"].astype(str) == cell_type)
+        ),
+    }
     methods = {
         DEFAULT: {},
         # The response measured in the other donor, all its cell types (the held-out type's
         # there included), instead of this donor's other types; otherwise the defaults.
-        CROSS_DONOR: {"reference_conditions": [(other, CONTROL), (other, STIMULATED)]},
-        SAME_TYPE: {
-            "reference_conditions": [(other, CONTROL), (other, STIMULATED)],
-            "reference_indices": np.flatnonzero(
-                (task.train.obs["donor"].astype(str) == other)
-                & (task.train.obs["cell_type"].astype(str) == cell_type)
-            ),
-        },
+        CROSS_DONOR: other_donor,
+        SAME_TYPE: same_type,
         TRANSFER: {"method": "transfer"},
     }
+    if encoding == "additive":
+        methods = {
+            ADDITIVE: {},
+            ADDITIVE_TRANSFER: {"method": "transfer"},
+            ADDITIVE_CALIBRATED: {**same_type, "method": "calibrated"},
+        }
     for method, options in methods.items():
         start = time.perf_counter()
         predicted = model.predict(
@@ -221,7 +250,7 @@ def run_models(
             **options,
         )
         yield method, predicted.layers["log_normalized"], trained + time.perf_counter() - start
-    if likelihood == "nb":
+    if likelihood == "nb" and encoding == "joint":
         yield QUERY, *query_mapped(task, donor, other, seed, max_epochs)
 
 
@@ -305,6 +334,7 @@ def write_table(frame: pd.DataFrame, path: Path, wall_seconds: float | None) -> 
 
 def per_donor(frame: pd.DataFrame) -> list[str]:
     """R² of the DEG means and change r per donor (means over seeds)."""
+    frame = frame.assign(donor=frame.donor.astype(str))  # read back from a CSV as numbers
     wide = frame[frame.metric.isin(["r2_mean_deg", "change_r_deg"])].pivot_table(
         index=["cell_type", "method"], columns=["metric", "donor"], values="value"
     )
@@ -366,7 +396,7 @@ def targets(wide: pd.DataFrame) -> list[str]:
                 f"| {likelihood} | {ours} | {other} | {int((r2 & change).sum())}/{n} "
                 f"| {int(r2.sum())}/{n} | {int(change.sum())}/{n} |"
             )
-        for ours in (DEFAULT, CROSS_DONOR, SAME_TYPE):
+        for ours in (DEFAULT, CROSS_DONOR, SAME_TYPE, *ADDITIVE_METHODS):
             if not all((ours, other) in wins for other in SHIFT_BASELINES):
                 continue
             both = wins[ours, DONOR_SHIFT] & wins[ours, OTHER_DONOR]
@@ -395,15 +425,22 @@ def _duration(seconds: float) -> str:
 
 
 def timings(frame: pd.DataFrame, wall_seconds: float | None) -> list[str]:
-    """Wall time of the models per likelihood and seed, and of the whole run."""
-    ours = frame[frame.method.isin(OURS)]
-    per_model = ours.groupby(["likelihood", "seed", "donor", "cell_type"])["seconds"].max()
-    per_seed = per_model.groupby(level=["likelihood", "seed"]).sum()
+    """Wall time of the models per likelihood and seed, and of the whole run.
+
+    A method's seconds are its model's training plus its prediction, so each model's time is
+    the largest of its methods'; the query mapping (timed without its reference) is left out.
+    """
+    ours = frame[frame.method.isin(OURS) & (frame.method != QUERY)]
+    model = np.where(ours.method.isin(ADDITIVE_METHODS), "additive", "joint")
+    keys = ["likelihood", "seed", "donor", "cell_type"]
+    per_model = ours.assign(model=model).groupby([*keys, "model"])["seconds"].max()
+    per_seed = per_model.groupby(level=["likelihood", "seed", "model"]).sum()
     lines = [
         "## Wall time",
         "",
-        "Training plus predictions, per likelihood and seed (all tasks of the run): "
-        + ", ".join(f"{lk} seed {s}: {_duration(t)}" for (lk, s), t in per_seed.items())
+        "Training plus predictions, per likelihood, seed and condition encoding (all tasks of "
+        "the run): "
+        + ", ".join(f"{lk} seed {s} {m}: {_duration(t)}" for (lk, s, m), t in per_seed.items())
         + ".",
     ]
     if wall_seconds is not None:  # a run, not a merge of runs made with other thread counts
@@ -422,6 +459,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--likelihoods", nargs="+", default=["nb", "zinb"], choices=["nb", "zinb"])
     parser.add_argument("--cell-types", nargs="+", default=None, help="default: all 5")
     parser.add_argument("--donors", nargs="+", default=None, help="default: both")
+    parser.add_argument(
+        "--encodings", nargs="+", default=["joint", "additive"], choices=["joint", "additive"]
+    )
     parser.add_argument("--max-epochs", type=int, default=None, help="default: the model's")
     parser.add_argument("--n-boot", type=int, default=0, help="bootstrap resamples")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -458,12 +498,13 @@ def main(argv: list[str] | None = None) -> None:
             }
             for likelihood, seed in itertools.product(args.likelihoods, args.seeds):
                 results = [(m, s, 0.0) for m, s in baseline_scores.items()]
-                for method, predicted, seconds in run_models(
-                    task, donor, cell_type, likelihood, seed, args.max_epochs
-                ):
-                    results.append(
-                        (method, scores(predicted, task.real, task, args.n_boot), seconds)
-                    )
+                for encoding in args.encodings:
+                    for method, predicted, seconds in run_models(
+                        task, donor, cell_type, likelihood, seed, args.max_epochs, encoding
+                    ):
+                        results.append(
+                            (method, scores(predicted, task.real, task, args.n_boot), seconds)
+                        )
                 for method, values, seconds in results:
                     for metric, value in values.items():
                         row = [donor, cell_type, likelihood, method, seed, metric, float(value)]

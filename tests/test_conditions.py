@@ -96,3 +96,47 @@ def test_calibrated_on_another_donors_response(two_columns):
             reference_conditions=["d2_ctrl", "d3_stim"],
             method="calibrated",
         )
+
+
+def test_additive_condition_encoding(two_columns, tmp_path):
+    adata = two_columns
+    scvi.settings.seed = 0
+    TRVAE.setup_anndata(adata, condition_key=["donor", "stimulus"])
+    model = TRVAE(adata, condition_encoding="additive", **SMALL)
+    # d1_ctrl, d1_stim, d2_ctrl, d2_stim: each condition's donor and stimulus codes.
+    design = model.module.condition_design.tolist()
+    assert design == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    # The first layers get 2 + 2 one-hot inputs, not 4 combinations.
+    first = model.module.mmd_layer.layers[0].fc_layers[0][0]
+    assert first.in_features == SMALL["n_latent"] + 4
+    model.train(max_epochs=2, enable_progress_bar=False)
+    control = np.flatnonzero((adata.obs.donor_stimulus == "d1_ctrl").to_numpy())
+    predicted = model.predict(
+        indices=control, target_condition=("d1", "stim"), method="transfer", sample=False
+    ).X
+    assert np.isfinite(predicted).all()
+    model.save(tmp_path / "model")
+    loaded = TRVAE.load(tmp_path / "model", adata)
+    assert loaded.module.condition_design.tolist() == design
+    np.testing.assert_allclose(
+        loaded.predict(
+            indices=control, target_condition="d1_stim", method="transfer", sample=False
+        ).X,
+        predicted,
+        rtol=1e-5,
+    )
+    with pytest.raises(NotImplementedError, match="condition_encoding='additive'"):
+        TRVAE.load_query_data(adata[:10].copy(), model)
+
+
+def test_additive_encoding_needs_splittable_columns(two_columns):
+    adata = two_columns
+    TRVAE.setup_anndata(adata, condition_key="condition")
+    with pytest.raises(ValueError, match="needs conditions from several columns"):
+        TRVAE(adata, condition_encoding="additive", **SMALL)
+    adata.obs["donor"] = adata.obs["donor"].map({"d1": "d_1", "d2": "d_2"})
+    TRVAE.setup_anndata(adata, condition_key=["donor", "stimulus"])
+    with pytest.raises(ValueError, match="cannot split the conditions"):
+        TRVAE(adata, condition_encoding="additive", **SMALL)
+    with pytest.raises(ValueError, match="condition_encoding='sum' is not"):
+        TRVAE(adata, condition_encoding="sum", **SMALL)

@@ -33,6 +33,7 @@ from ._prediction import PredictionMixin
 from ._saved import SaveLoadMixin
 from ._training_plan import TRVAETrainingPlan
 from ._validation import (
+    additive_condition_design,
     check_against_registry,
     check_choice,
     check_image_shape,
@@ -120,6 +121,14 @@ class TRVAE(
     image_shape
         ``(channels, height, width)`` of the images, for ``architecture="conv"``; its product
         must be the number of columns of ``X``, height and width divisible by 4.
+    condition_encoding
+        How conditions from several columns (``setup_anndata(condition_key=["donor",
+        "stimulus"])``) enter the encoder and the MMD layer. ``"joint"``: one one-hot over
+        their combinations, each combination learned on its own cells. ``"additive"``: each
+        column's one-hot side by side, so that the first layers add a donor's effect to a
+        stimulus's; a stimulus's response learned in one donor then carries over to another
+        donor's cells (``benchmarks/cross_donor.py`` compares both). Not with
+        :meth:`load_query_data` or ``architecture="conv"``.
 
     Examples
     --------
@@ -157,6 +166,7 @@ class TRVAE(
         mse_output_activation: Literal["relu", "linear"] = "linear",
         architecture: Literal["mlp", "conv"] = "mlp",
         image_shape: Sequence[int] | None = None,
+        condition_encoding: Literal["joint", "additive"] = "joint",
     ):
         super().__init__(adata)
         check_choice("recon_loss", recon_loss, ("mse", "nb", "zinb"))
@@ -166,6 +176,7 @@ class TRVAE(
         check_choice("activation", activation, tuple(ACTIVATIONS))
         check_choice("mse_output_activation", mse_output_activation, ("relu", "linear"))
         check_choice("architecture", architecture, ("mlp", "conv"))
+        check_choice("condition_encoding", condition_encoding, ("joint", "additive"))
         if hidden_sizes is None:
             hidden_sizes = (32, 128) if architecture == "conv" else (800, 800, 128)
         if architecture == "conv":
@@ -187,9 +198,19 @@ class TRVAE(
         self.alpha = alpha
         # Count models scale their log-normalised outputs to this total (see `predict`).
         self.median_library_size_ = float(np.median(scan.cell_sums))
+        design = None
+        if condition_encoding == "additive":
+            if architecture != "mlp":
+                raise ValueError(
+                    "condition_encoding='additive' works with architecture='mlp'; pass "
+                    "condition_encoding='joint' for images."
+                )
+            setup_args = self.adata_manager.registry["setup_args"]
+            design = additive_condition_design(self.conditions, setup_args["condition_key"])
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_conditions=self.summary_stats.n_batch,
+            condition_design=design,
             hidden_sizes=tuple(int(h) for h in hidden_sizes),
             n_latent=n_latent,
             dropout_rate=dropout_rate,
@@ -210,7 +231,7 @@ class TRVAE(
         self._model_summary_string = (
             f"trVAE: hidden_sizes={tuple(hidden_sizes)}, n_latent={n_latent}, "
             f"recon_loss={recon_loss}, alpha={alpha}, beta={beta}, mmd_on={mmd_on}, "
-            f"conditions={list(self.conditions)}"
+            f"conditions={list(self.conditions)} ({condition_encoding})"
         )
         self.init_params_ = self._get_init_params(locals())
 

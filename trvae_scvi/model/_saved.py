@@ -266,14 +266,18 @@ class SaveLoadMixin:
         if isinstance(reference_model, str | os.PathLike):
             attributes = read_saved_model(reference_model, None)
             registry = attributes["registry_"]
-            architecture = attributes["init_params_"]["non_kwargs"].get("architecture", "mlp")
+            settings = attributes["init_params_"]["non_kwargs"]
+            architecture = settings.get("architecture", "mlp")
+            encoding = settings.get("condition_encoding", "joint")
         else:
             registry = reference_model.adata_manager.registry
             architecture = reference_model.module.architecture
-        if architecture != "mlp":
+            encoding = "joint" if reference_model.module.condition_design is None else "additive"
+        if architecture != "mlp" or encoding != "joint":
             raise NotImplementedError(
-                f"load_query_data maps new conditions into fully connected models; this one has "
-                f"architecture={architecture!r}. Train a model with all conditions instead."
+                "load_query_data maps new conditions into fully connected models with "
+                f"condition_encoding='joint'; this one has architecture={architecture!r}, "
+                f"condition_encoding={encoding!r}. Train a model with all conditions instead."
             )
         model = super().load_query_data(adata, reference_model, **kwargs)
         model._mapped_query = True

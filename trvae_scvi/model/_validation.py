@@ -113,6 +113,44 @@ def combine_condition_columns(adata: AnnData, condition_key) -> str | None:
     return name
 
 
+def additive_condition_design(categories: Sequence[str], condition_key) -> np.ndarray:
+    """Each combined condition's code in each of its columns, for an additive encoding.
+
+    Parameters
+    ----------
+    categories
+        The registered (combined) conditions, e.g. ``["101_control", "101_stimulated"]``.
+    condition_key
+        The columns given to ``setup_anndata``; at least two.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(len(categories), n_columns)``; a column's codes follow its sorted values.
+
+    """
+    keys = [condition_key] if isinstance(condition_key, str) else list(condition_key or [])
+    if len(keys) < 2:
+        raise ValueError(
+            f"condition_encoding='additive' needs conditions from several columns; the model's "
+            f"data was set up with condition_key={condition_key!r}. Pass a list of columns to "
+            "setup_anndata, e.g. condition_key=['donor', 'stimulus'], or use "
+            "condition_encoding='joint'."
+        )
+    parts = [str(category).split(COMBINED_SEPARATOR) for category in categories]
+    ambiguous = [c for c, p in zip(categories, parts, strict=True) if len(p) != len(keys)]
+    if ambiguous:
+        raise ValueError(
+            f"condition_encoding='additive' cannot split the conditions {ambiguous[:3]} into "
+            f"the values of {keys}: a value contains {COMBINED_SEPARATOR!r}. Replace it in "
+            "those columns, or use condition_encoding='joint'."
+        )
+    columns = np.array(parts, dtype=object)
+    return np.stack(
+        [np.unique(column, return_inverse=True)[1] for column in columns.T], axis=1
+    ).astype(np.int64)
+
+
 def validate_setup(adata: AnnData, condition_key: str | None, layer: str | None) -> None:
     """Checks of :meth:`TRVAE.setup_anndata`."""
     if condition_key is None:

@@ -46,6 +46,11 @@ class TRVAEModule(BaseModuleClass):
         Number of genes.
     n_conditions
         Number of condition categories.
+    condition_design
+        ``None``: each condition enters the encoder and the MMD layer as one one-hot vector.
+        Otherwise an ``(n_conditions, n_columns)`` table of each condition's code in each of
+        the columns it combines (e.g. donor, stimulus): the columns' one-hot vectors enter
+        side by side, so a condition's effect is the sum of its columns' (additive encoding).
     hidden_sizes
         Encoder widths; the decoder mirrors them, so ``hidden_sizes[-1]`` is the width of the MMD
         layer.
@@ -103,6 +108,7 @@ class TRVAEModule(BaseModuleClass):
         self,
         n_input: int,
         n_conditions: int,
+        condition_design: Sequence[Sequence[int]] | None = None,
         *,
         hidden_sizes: Sequence[int],
         n_latent: int,
@@ -145,6 +151,20 @@ class TRVAEModule(BaseModuleClass):
             "activation": activation,
         }
         hidden_sizes = list(hidden_sizes)
+        condition_inputs = n_conditions
+        if condition_design is not None:
+            design = torch.as_tensor(condition_design, dtype=torch.long)
+            if architecture == "conv" or design.dim() != 2 or len(design) != n_conditions:
+                raise ValueError(
+                    "condition_design must be an (n_conditions, n_columns) table of codes, for "
+                    f"architecture='mlp'; got shape {tuple(design.shape)} with "
+                    f"n_conditions={n_conditions}, architecture={architecture!r}."
+                )
+            # Not saved with the weights: the model rebuilds it from its registry.
+            self.register_buffer("condition_design", design, persistent=False)
+            condition_inputs = [int(n) for n in design.max(0).values + 1]
+        else:
+            self.condition_design = None
 
         self.architecture = architecture
         width = hidden_sizes[-1]
@@ -153,7 +173,7 @@ class TRVAEModule(BaseModuleClass):
         if architecture == "conv":
             self.encoder = ConvEncoder(image_shape, n_conditions, width, hidden_sizes[0])
         else:
-            self.encoder = ConditionalMLP(n_input, hidden_sizes, n_conditions, **layer_kwargs)
+            self.encoder = ConditionalMLP(n_input, hidden_sizes, condition_inputs, **layer_kwargs)
         self.z_mean = nn.Linear(width, n_latent)
         self.z_log_var = nn.Linear(width, n_latent)
         if architecture == "conv":
@@ -162,7 +182,7 @@ class TRVAEModule(BaseModuleClass):
             self.px_output = PixelBias(n_input)
         else:
             # g1: the MMD layer. g2: the remaining decoder layers, without the condition.
-            self.mmd_layer = ConditionalMLP(n_latent, [width], n_conditions, **layer_kwargs)
+            self.mmd_layer = ConditionalMLP(n_latent, [width], condition_inputs, **layer_kwargs)
             self.decoder = ConditionalMLP(width, hidden_sizes[-2::-1], 0, **layer_kwargs)
             self.px_output = nn.Linear(self.decoder.n_output, n_input)
         if recon_loss == "zinb":
@@ -203,6 +223,12 @@ class TRVAEModule(BaseModuleClass):
         else:
             proportion = gene_mean / gene_mean.sum().clamp_min(1e-12)
             self.px_output.bias.copy_(torch.log(proportion.clamp_min(1e-8)))
+
+    def _condition_inputs(self, condition: torch.Tensor) -> torch.Tensor:
+        """The conditional layers' input: the codes, or their columns' (``condition_design``)."""
+        if self.condition_design is None:
+            return condition
+        return self.condition_design[condition.reshape(-1).long()]
 
     @property
     def is_count_model(self) -> bool:
@@ -262,7 +288,7 @@ class TRVAEModule(BaseModuleClass):
         """
         library = torch.log(x.sum(-1, keepdim=True).clamp_min(1.0))
         x_in = torch.log1p(x) if self.is_count_model else x
-        hidden = self.encoder(x_in, condition)
+        hidden = self.encoder(x_in, self._condition_inputs(condition))
         # The clamp keeps exp() finite on extreme inputs; it is never reached in normal training.
         log_var = self.z_log_var(hidden).clamp(-30.0, 30.0)
         # torch's Normal, as scvi-tools' VAE uses for q(z): its importance weighting rebuilds it.
@@ -313,9 +339,10 @@ class TRVAEModule(BaseModuleClass):
         if z.dim() == 3:  # (n_samples, n_cells, n_latent): broadcast per-cell inputs
             condition = condition.expand(z.shape[0], *condition.shape).reshape(-1, 1)
             library = library.expand(z.shape[0], *library.shape)
-            y = self.mmd_layer(z.reshape(-1, z.shape[-1]), condition).reshape(*z.shape[:2], -1)
+            y = self.mmd_layer(z.reshape(-1, z.shape[-1]), self._condition_inputs(condition))
+            y = y.reshape(*z.shape[:2], -1)
         else:
-            y = self.mmd_layer(z, condition)
+            y = self.mmd_layer(z, self._condition_inputs(condition))
         return {"y": y, "px": self.decode(library, condition, y=y)}
 
     @auto_move_data
@@ -345,7 +372,8 @@ class TRVAEModule(BaseModuleClass):
         """
         inference = self.inference(x, condition)
         z = inference["qz"].loc
-        return {"z": z, "y": self.mmd_layer(z, condition), "library": inference["library"]}
+        y = self.mmd_layer(z, self._condition_inputs(condition))
+        return {"z": z, "y": y, "library": inference["library"]}
 
     @auto_move_data
     def decode(
@@ -391,7 +419,7 @@ class TRVAEModule(BaseModuleClass):
         if (z is None) == (y is None):
             raise ValueError("Pass exactly one of z and y to decode.")
         if y is None:
-            y = self.mmd_layer(z, condition)
+            y = self.mmd_layer(z, self._condition_inputs(condition))
         hidden = self.decoder(y.reshape(-1, y.shape[-1])).reshape(*y.shape[:-1], -1)
         out = self.px_output(hidden)
         if self.recon_loss == "mse":
