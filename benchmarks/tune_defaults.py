@@ -64,6 +64,9 @@ CONFIGS: dict[str, tuple[dict, int | None]] = {
         {"mmd_on": "z", "normalization": "layer", "dropout_rate": 0.05},
         None,
     ),
+    # The output activation left from version 0.1 (linear, chosen on reported Kang cells)
+    # against the paper's ReLU.
+    "MMD on z, ReLU output": ({"mmd_on": "z", "mse_output_activation": "relu"}, None),
 }
 # The selection rule; R² of the variances only breaks ties, e.g. between a predictor's expected
 # values and its draws, which have the same means by construction.
