@@ -112,8 +112,9 @@ class TRVAE(
     mse_output_activation
         ``"linear"`` or ``"relu"`` (the paper's). With ReLU, genes that are zero in most cells
         can get stuck at 0 (no gradient); ``"linear"`` cannot, at the price of slightly
-        negative values for such genes, and scored higher in the first screen. ``"relu"`` needs
-        non-negative data. Only used with ``recon_loss="mse"``.
+        negative values for such genes, and scored higher on the tuning tasks of
+        ``benchmarks/tune_defaults.py``. ``"relu"`` needs non-negative data. Only used with
+        ``recon_loss="mse"``.
     architecture
         ``"mlp"``: fully connected layers, for cells. ``"conv"``: convolutions, for images
         stored as the rows of ``X`` (the paper's Morpho-MNIST network, Table 1, made smaller:
