@@ -74,7 +74,14 @@ def test_fixed_seed_outputs_unchanged():
         torch.set_num_threads(threads)
     assert sorted(actual) == sorted(expected.files)
     for key, value in actual.items():
-        np.testing.assert_allclose(value, expected[key], rtol=1e-4, atol=1e-5, err_msg=key)
+        # Not exact: CPU families (Intel, AMD) sum floats differently even with one thread,
+        # three epochs amplify that (z by about 1%), and NeuronEdit's percentile ranks or a
+        # count draw then flip for a few cells. Measured across two machines: at most 1.1%
+        # (z), 0.3% (predictions) of an array's mean size. Another seed moves z, y and the
+        # draws by more than 100%, and the count predictions by 4-7%.
+        tolerance = 0.05 if key.endswith(("_latent", "_mmd")) else 0.01
+        difference = np.abs(value - expected[key]).mean() / np.abs(expected[key]).mean()
+        assert difference <= tolerance, f"{key}: moved by {difference:.1e} of its mean size"
 
 
 if __name__ == "__main__":
