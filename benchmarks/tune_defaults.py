@@ -12,6 +12,9 @@ top-100-DEG means and the correlation of the predicted change (the project's tar
 broken by the mean over the two datasets of the average of those two scores, then by the R²
 of the per-gene variances (added when expected values and draws got the same means). The best
 pair sets the defaults; ``benchmarks/holdout.py`` then scores it once on the reporting tasks.
+Count configurations (``recon_loss="nb"``) train on each task's count form and are ranked
+separately, on ``predict``'s default with and without draws: they choose ``sample`` for count
+models.
 
 Writes one JSON line per (configuration, task, predictor) to ``<out>/tune_defaults.jsonl`` as
 runs finish (a rerun skips what is there) and the summary to ``<out>/tune_defaults.md``.
@@ -21,6 +24,7 @@ Usage::
     python benchmarks/tune_defaults.py                               # the whole grid
     python benchmarks/tune_defaults.py --configs current "steps 4000" --datasets glioblastoma
     python benchmarks/tune_defaults.py --jobs 2                      # 2 processes, 1 thread each
+    python benchmarks/tune_defaults.py --configs "counts (nb)"       # the count form's sample
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import pandas as pd
 import scvi
 import torch
 from holdout import scores
-from perturbation_data import DATASETS
+from perturbation_data import DATASETS, TARGET_SUM, count_form
 from scvi.model._utils import get_max_epochs_heuristic
 
 from trvae_scvi import TRVAE
@@ -67,6 +71,9 @@ CONFIGS: dict[str, tuple[dict, int | None]] = {
     # The output activation left from version 0.1 (linear, chosen on reported Kang cells)
     # against the paper's ReLU.
     "MMD on z, ReLU output": ({"mmd_on": "z", "mse_output_activation": "relu"}, None),
+    # The defaults on counts (the count form of each task), to choose ``sample`` for count
+    # models: their draws are not mean-preserving in log space as ``mse``'s are.
+    "counts (nb)": ({"recon_loss": "nb"}, None),
 }
 # The selection rule; R² of the variances only breaks ties, e.g. between a predictor's expected
 # values and its draws, which have the same means by construction.
@@ -115,10 +122,35 @@ BLENDS: dict[str, tuple[str, str, float]] = {
 }
 
 
-def train(task, settings: dict, steps: int | None, seed: int) -> TRVAE:
+# Count configurations score ``predict``'s own shrinkage (mixed in log space before any draw,
+# which a blend of draws is not) with and without draws, under the log-form blends' names.
+COUNT_PREDICTORS: dict[str, dict] = {
+    f"NeuronEdit (y){drawn}, shrunk 0.25 to mean shift": {
+        "method": "neuron_edit",
+        "shrinkage": 0.25,
+        "sample": bool(drawn),
+    }
+    for drawn in ("", ", sampled")
+}
+
+
+def is_count_config(config: str) -> bool:
+    """Whether a configuration models counts (trained and scored on the count form)."""
+    return CONFIGS[config][0].get("recon_loss", "mse") != "mse"
+
+
+def wanted_predictors(config: str) -> set[str]:
+    """The mean shift and the predictors a configuration's tasks are scored with."""
+    if is_count_config(config):
+        return {"mean shift", *COUNT_PREDICTORS}
+    wanted = {"mean shift", *PREDICTORS}
+    return wanted | {name for name, blend in BLENDS.items() if set(blend[:2]) <= wanted}
+
+
+def train(task, settings: dict, steps: int | None, seed: int, layer: str | None) -> TRVAE:
     """A model of one configuration, trained on the task's training cells."""
     scvi.settings.seed = seed
-    TRVAE.setup_anndata(task.train, condition_key="condition")
+    TRVAE.setup_anndata(task.train, condition_key="condition", layer=layer)
     model = TRVAE(task.train, **settings)
     if steps is None:
         model.train(
@@ -144,7 +176,9 @@ def run(
     ``scored`` names the predictors (and the mean shift) already in the results.
     """
     adata = DATASETS[dataset].load()
-    task = hold_out(adata, group)
+    counts = is_count_config(config)
+    task = hold_out(count_form(adata) if counts else adata, group)
+    layer = "counts" if counts else None
     settings, steps = CONFIGS[config]
     saved = None if keep_models is None else keep_models / config / f"{dataset}_{group}_{seed}"
     if saved is not None and (saved / "seconds.json").exists():  # score a kept model again
@@ -152,7 +186,7 @@ def run(
         seconds = json.loads((saved / "seconds.json").read_text())["train_seconds"]
     else:
         start = time.perf_counter()
-        model = train(task, settings, steps, seed)
+        model = train(task, settings, steps, seed, layer)
         seconds = time.perf_counter() - start
         if saved is not None:  # to score other predictors later without training again
             model.save(saved, overwrite=True)
@@ -163,26 +197,30 @@ def run(
         rows.append(
             {**key, "predictor": "mean shift", **scores(task.mean_shift, task.real, task, 0)}
         )
+    blends = {} if counts else BLENDS
     # Predictors scored already are predicted again only where a blend still needs them.
-    blended = {part for name, blend in BLENDS.items() if name not in scored for part in blend[:2]}
+    blended = {part for name, blend in blends.items() if name not in scored for part in blend[:2]}
     predictions = {}
-    for name, options in PREDICTORS.items():
+    for name, options in (COUNT_PREDICTORS if counts else PREDICTORS).items():
         if name in scored and name not in blended:
             continue
         scvi.settings.seed = seed
         if options is None:
             predicted = model.get_corrected_expression("stimulated", indices=task.control_indices)
         else:
-            predicted = model.predict(
+            result = model.predict(
                 indices=task.control_indices,
                 target_condition="stimulated",
                 cell_type_key="cell_type",
                 **options,
-            ).X
+                **({"target_sum": TARGET_SUM} if counts else {}),
+            )
+            # Count models are scored on their log-normalised values, like the real cells.
+            predicted = result.layers["log_normalized"] if counts else result.X
         predictions[name] = predicted
         if name not in scored:
             rows.append({**key, "predictor": name, **scores(predicted, task.real, task, 0)})
-    for name, (predictor, shift, weight) in BLENDS.items():
+    for name, (predictor, shift, weight) in blends.items():
         if name not in scored and {predictor, shift} <= predictions.keys():
             blend = (1 - weight) * predictions[predictor] + weight * predictions[shift]
             rows.append({**key, "predictor": name, **scores(blend, task.real, task, 0)})
@@ -224,21 +262,28 @@ def summarise(frame: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, str]]:
 
 
 def write_summary(frame: pd.DataFrame, path: Path) -> None:
-    """The summary table, best first, with training times and the chosen pair."""
-    table, best = summarise(frame)
-    datasets = sorted(frame.dataset.unique())
-    header = ["configuration", "predictor", "beats mean shift (both)", "score"]
-    for dataset in datasets:
-        header += [f"{dataset} R² DEG", f"{dataset} change r", f"{dataset} R² var"]
+    """The summary tables, best first, with training times and the chosen pair, per form."""
     lines = [
         "Tuning tasks only (`benchmarks/tune_defaults.py`); seeds "
         f"{', '.join(map(str, sorted(frame.seed.unique())))}. 'beats mean shift (both)' is the "
         "share of tasks where the predictor beats mean shift on R² of the top-100-DEG means "
         "and on the change correlation; 'score' is the mean over datasets of their average.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
     ]
+    counts = frame.config.map(is_count_config)
+    for title, part in (("Log form (`mse`)", frame[~counts]), ("Count form", frame[counts])):
+        if len(part):
+            lines += ["", f"### {title}", "", *summary_lines(part)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def summary_lines(frame: pd.DataFrame) -> list[str]:
+    """One form's table, best first, with training times and the pair the rule chooses."""
+    table, best = summarise(frame)
+    datasets = sorted(frame.dataset.unique())
+    header = ["configuration", "predictor", "beats mean shift (both)", "score"]
+    for dataset in datasets:
+        header += [f"{dataset} R² DEG", f"{dataset} change r", f"{dataset} R² var"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     order = table.sort_values(RANKING, ascending=False)
     for (config, predictor), row in order.iterrows():
         share, score = row["share_beating_mean_shift"], row["mean_score"]
@@ -252,7 +297,7 @@ def write_summary(frame: pd.DataFrame, path: Path) -> None:
     lines += [f"- {config}: {value:.0f}" for config, value in seconds.items()]
     if best is not None:
         lines += ["", f"Chosen by the rule: **{best[0]}** with **{best[1]}**."]
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,15 +321,13 @@ def main(argv: list[str] | None = None) -> None:
             row = json.loads(line)
             key = (row["config"], row["dataset"], row["group"], row["seed"])
             scored.setdefault(key, set()).add(row["predictor"])
-    wanted = {"mean shift", *PREDICTORS}
-    wanted |= {name for name, blend in BLENDS.items() if set(blend[:2]) <= wanted}
     runs = [
         (config, dataset, group, seed)
         for config in args.configs
         for dataset in args.datasets
         for group in DATASETS[dataset].tuning_groups
         for seed in args.seeds
-        if not wanted <= scored.get((config, dataset, group, seed), set())
+        if not wanted_predictors(config) <= scored.get((config, dataset, group, seed), set())
     ]
 
     def write(key, rows):

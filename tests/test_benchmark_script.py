@@ -63,17 +63,31 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
 
 def test_tuning_runs_and_picks_a_default(tmp_path, monkeypatch):
     tuning = load("tune_defaults")
-    monkeypatch.setattr(tuning, "CONFIGS", {"tiny": ({"hidden_sizes": (32,), "n_latent": 4}, 20)})
+    tiny = {"hidden_sizes": (32,), "n_latent": 4}
+    configs = {"tiny": (tiny, 20), "tiny counts": ({**tiny, "recon_loss": "nb"}, 20)}
+    monkeypatch.setattr(tuning, "CONFIGS", configs)
     shift = {"method": "calibrated", "calibration_weight": 0.0}
     monkeypatch.setattr(tuning, "PREDICTORS", {"transfer": {"method": "transfer"}, "shift": shift})
     monkeypatch.setattr(tuning, "BLENDS", {"half": ("transfer", "shift", 0.5)})
-    tuning.main(["--configs", "tiny", "--datasets", "glioblastoma", "--out", str(tmp_path)])
+    tuning.main(["--configs", *configs, "--datasets", "glioblastoma", "--out", str(tmp_path)])
     rows = [json.loads(line) for line in (tmp_path / "tune_defaults.jsonl").open()]
-    assert {(r["group"], r["predictor"]) for r in rows} == {
-        (group, predictor)
+    count_predictors = ("mean shift", *tuning.COUNT_PREDICTORS)
+    assert {(r["config"], r["group"], r["predictor"]) for r in rows} == {
+        (config, group, predictor)
         for group in ("PW030", "PW032")
-        for predictor in ("mean shift", "transfer", "shift", "half")
+        for config, predictors in (
+            ("tiny", ("mean shift", "transfer", "shift", "half")),
+            ("tiny counts", count_predictors),
+        )
+        for predictor in predictors
     }
+    # Count models are scored on log values: the same mean shift as the log form's.
+    by_config = {(r["config"], r["group"], r["predictor"]): r for r in rows}
+    for group in ("PW030", "PW032"):
+        assert by_config["tiny counts", group, "mean shift"]["r2_mean_deg"] == pytest.approx(
+            by_config["tiny", group, "mean shift"]["r2_mean_deg"]
+        )
+    rows = [r for r in rows if r["config"] == "tiny"]
     # The calibrated transfer with weight 0 draws the mean shift itself.
     by_name = {(r["group"], r["predictor"]): r for r in rows}
     for group in ("PW030", "PW032"):
@@ -81,10 +95,13 @@ def test_tuning_runs_and_picks_a_default(tmp_path, monkeypatch):
             by_name[group, "mean shift"]["r2_mean_deg"], abs=1e-4
         )
     table = (tmp_path / "tune_defaults.md").read_text()
-    _, best = tuning.summarise(pd.read_json(tmp_path / "tune_defaults.jsonl", lines=True))
+    frame = pd.read_json(tmp_path / "tune_defaults.jsonl", lines=True)
+    _, best = tuning.summarise(frame[frame.config == "tiny"])
     assert best[1] in {"transfer", "shift", "half"}
-    assert f"Chosen by the rule: **tiny** with **{best[1]}**." in table
-    assert "| tiny | half |" in table
+    log_form, count_form = table.split("### Count form")
+    assert f"Chosen by the rule: **tiny** with **{best[1]}**." in log_form
+    assert "| tiny | half |" in log_form and "tiny counts" not in log_form
+    assert "Chosen by the rule: **tiny counts** with **NeuronEdit (y)" in count_form
 
 
 def test_image_benchmark_runs(tmp_path):

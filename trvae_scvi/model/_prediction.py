@@ -141,9 +141,11 @@ class PredictionMixin:
             with ``shrinkage > 0``, ``"transfer"`` needs reference cells too).
         sample
             Draw each cell's prediction (the default) instead of returning its expected
-            value: expected values shrink the per-gene variance; draws restore it without
-            moving the per-gene means. ``"nb"``/``"zinb"`` draw from the likelihood (torch's
-            random state, set by ``scvi.settings.seed``). ``"mse"`` keeps the decoder's error
+            value: expected values shrink the per-gene variance; draws restore it.
+            ``"nb"``/``"zinb"`` draw from the likelihood (torch's random state, set by
+            ``scvi.settings.seed``), which moves the per-gene means of the log-normalised
+            values (Jensen's inequality; draws still beat expected values on the count form of
+            the tuning tasks). ``"mse"`` keeps the decoder's error
             on the predicted cells, their residual ``x - g(z, s)`` from the reconstruction in
             the condition they were encoded with: draws add each cell's own residual (the
             noise of real cells; genes with zeros keep them; nothing is clipped), expected
