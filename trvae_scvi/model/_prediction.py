@@ -145,12 +145,11 @@ class PredictionMixin:
             ``"nb"``/``"zinb"`` draw from the likelihood (torch's random state, set by
             ``scvi.settings.seed``), which moves the per-gene means of the log-normalised
             values (Jensen's inequality; draws still beat expected values on the count form of
-            the tuning tasks). ``"mse"`` keeps the decoder's error
-            on the predicted cells, their residual ``x - g(z, s)`` from the reconstruction in
-            the condition they were encoded with: draws add each cell's own residual (the
-            noise of real cells; genes with zeros keep them; nothing is clipped), expected
-            values its per-gene mean over the predicted cells of the same source condition, so
-            both have the same means.
+            the tuning tasks). ``"mse"`` keeps the decoder's error on the predicted cells, their
+            residual ``x - g(z, s)`` from the reconstruction in the condition they were encoded
+            with: draws add each cell's own residual (the noise of real cells; genes with zeros
+            keep them; nothing is clipped), expected values its per-gene mean over the
+            predicted cells of the same source condition, so both have the same means.
         target_sum
             Count models: total counts per cell of ``layers["log_normalized"]``; ``None`` uses
             the median library size of the model's training cells.
