@@ -39,8 +39,8 @@ from pathlib import Path
 import pandas as pd
 import scvi
 import torch
-from holdout import scores
-from perturbation_data import DATASETS, TARGET_SUM, count_form
+from holdout import form_data, scores
+from perturbation_data import DATASETS, TARGET_SUM
 from scvi.model._utils import get_max_epochs_heuristic
 
 from trvae_scvi import TRVAE
@@ -175,10 +175,9 @@ def run(
 
     ``scored`` names the predictors (and the mean shift) already in the results.
     """
-    adata = DATASETS[dataset].load()
     counts = is_count_config(config)
-    task = hold_out(count_form(adata) if counts else adata, group)
-    layer = "counts" if counts else None
+    adata, _, layer = form_data(dataset, "counts" if counts else "log")  # as holdout.py's
+    task = hold_out(adata, group)
     settings, steps = CONFIGS[config]
     saved = None if keep_models is None else keep_models / config / f"{dataset}_{group}_{seed}"
     if saved is not None and (saved / "seconds.json").exists():  # score a kept model again
