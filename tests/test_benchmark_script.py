@@ -44,13 +44,15 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     ours = {
         "trVAE default", "trVAE default, expected (sample=False)", "trVAE calibrated",
         "trVAE transfer (published)", "trVAE transfer, sampled",
-        "trVAE latent shift", "MMD on y (the paper's), default predictor",
-        "MMD on y (the paper's), transfer", "CVAE (beta 0), default predictor",
+        "trVAE latent shift", "MMD on y (the paper's), NeuronEdit predictor",
+        "MMD on y (the paper's), transfer", "CVAE (beta 0), NeuronEdit predictor",
         "CVAE (beta 0), transfer",
     }  # fmt: skip
     baselines = {"ceiling (half of real cells)", "control unchanged", "mean shift"}
     assert set(frame[frame.form == "counts"].method) == ours | baselines
-    assert set(frame[frame.form == "log"].method) == ours | baselines | {"scGen (pertpy)"}
+    # NeuronEdit alone is the count models' default; on logs the default averages it.
+    log_only = {"scGen (pertpy)", "trVAE NeuronEdit (y), shrunk 0.25"}
+    assert set(frame[frame.form == "log"].method) == ours | baselines | log_only
     assert frame["value"].notna().all()
     table = (tmp_path / "holdout.md").read_text()
     assert "## glioblastoma, counts" in table and "scGen (pertpy): pertpy 1.0.3" in table
@@ -68,7 +70,7 @@ def test_tuning_runs_and_picks_a_default(tmp_path, monkeypatch):
     monkeypatch.setattr(tuning, "CONFIGS", configs)
     shift = {"method": "calibrated", "calibration_weight": 0.0}
     monkeypatch.setattr(tuning, "PREDICTORS", {"transfer": {"method": "transfer"}, "shift": shift})
-    monkeypatch.setattr(tuning, "BLENDS", {"half": ("transfer", "shift", 0.5)})
+    monkeypatch.setattr(tuning, "BLENDS", {"half": {"transfer": 0.5, "shift": 0.5}})
     tuning.main(["--configs", *configs, "--datasets", "glioblastoma", "--out", str(tmp_path)])
     rows = [json.loads(line) for line in (tmp_path / "tune_defaults.jsonl").open()]
     count_predictors = ("mean shift", *tuning.COUNT_PREDICTORS)

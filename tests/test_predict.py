@@ -254,6 +254,26 @@ def test_shrinkage_defaults_to_a_quarter_for_neuron_edit_only(held_out):
         model.predict(**options, shrinkage=1.5)
 
 
+def test_several_methods_average_and_are_the_mse_default(held_out):
+    _, train, model = held_out
+    control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
+    options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
+    for sample in (False, True):
+        parts = [
+            model.predict(**options, method=m, shrinkage=0.25, sample=sample).X
+            for m in ("neuron_edit", "calibrated")
+        ]
+        default = model.predict(**options, sample=sample)
+        info = default.uns["trVAE_predict"]
+        assert list(info["method"]) == ["neuron_edit", "calibrated"]
+        assert info["shrinkage"] == 0.25 and info["calibration_weight"] == 1.0
+        # Shrinkage is linear: averaging the shrunk parts is shrinking the average.
+        np.testing.assert_allclose(default.X, np.mean(parts, 0), rtol=1e-4, atol=1e-5)
+    for bad in ([], ["transfer", "transfer"], ["transfer", "scgen"]):
+        with pytest.raises(ValueError, match="method="):
+            model.predict(**options, method=bad)
+
+
 def test_shrunk_count_draws_are_counts(count_model):
     adata = count_model.adata
     control = np.flatnonzero((adata.obs.cell_type == "t0") & (adata.obs.condition == "c0"))
@@ -263,3 +283,5 @@ def test_shrunk_count_draws_are_counts(count_model):
     )
     assert np.all(drawn.X >= 0) and np.array_equal(drawn.X, np.round(drawn.X))
     assert np.isfinite(drawn.layers["log_normalized"]).all()
+    # Count models default to NeuronEdit alone: only it was screened on counts.
+    assert drawn.uns["trVAE_predict"]["method"] == "neuron_edit"

@@ -19,8 +19,11 @@ from trvae_scvi.nn import neuron_edit
 from ._outputs import Cells
 from ._validation import check_choice, check_indices
 
+Method = Literal["neuron_edit", "calibrated", "transfer", "latent_shift"]
 METHODS = ("calibrated", "transfer", "latent_shift", "neuron_edit")
-# Chosen on the tuning tasks of benchmarks/tune_defaults.py (see docs/method.md).
+# Chosen on the tuning tasks of benchmarks/tune_defaults.py (see docs/method.md), per form: the
+# average was screened on log data only, so count models keep NeuronEdit alone.
+DEFAULT_METHODS = {"mse": ("neuron_edit", "calibrated"), "counts": ("neuron_edit",)}
 DEFAULT_CALIBRATION_WEIGHT = 1.0
 DEFAULT_NEIGHBORS = None
 DEFAULT_NEURON_EDIT_SHRINKAGE = 0.25
@@ -35,7 +38,7 @@ class PredictionMixin:
         indices: Sequence[int] | None = None,
         target_condition: str | Sequence[str] | None = None,
         source_condition: str | Sequence[str] | None = None,
-        method: Literal["neuron_edit", "calibrated", "transfer", "latent_shift"] = "neuron_edit",
+        method: Method | Sequence[Method] | None = None,
         reference_indices: Sequence[int] | None = None,
         cell_type_key: str | None = None,
         reference_conditions: Sequence | None = None,
@@ -51,9 +54,10 @@ class PredictionMixin:
         """Predict how cells would look in ``target_condition``.
 
         ``method`` chooses how, always with this model's encoder and decoder, so that only the
-        method differs:
+        method differs; several methods average their expected predictions (in the model's log
+        space, before any draw):
 
-        - ``"neuron_edit"`` (the default; Amodio et al.): map each unit of the first decoder
+        - ``"neuron_edit"`` (Amodio et al.): map each unit of the first decoder
           layer ``y`` (``neuron_edit_layer="y"``) or of z with the percentile map from the
           reference's source cells to its target cells (:func:`trvae_scvi.nn.neuron_edit`),
           then decode (an edited z with the source condition).
@@ -76,11 +80,14 @@ class PredictionMixin:
         the condition: with the default ``mmd_on="z"`` the MMD removes it there and they leave
         the cells nearly unchanged. Use them with ``mmd_on="y"``.
 
-        The defaults (``"neuron_edit"`` on ``y``, shrunk by a quarter toward the reference's
-        measured change, ``sample=True``) were chosen by ``benchmarks/tune_defaults.py`` on
-        tuning tasks only: of the candidates whose predictions beat the mean-shift baseline on
-        every tuning task, on both R² of the top-100-DEG means and the change correlation, the
-        one with the best average of the two (``docs/benchmarks.md``).
+        The defaults were chosen by ``benchmarks/tune_defaults.py`` on tuning tasks only: of
+        the candidates whose predictions beat the mean-shift baseline on the most tuning tasks,
+        on both R² of the top-100-DEG means and the change correlation, the one with the best
+        average of the two (``docs/benchmarks.md``). For ``"mse"`` models that is the average
+        of ``"neuron_edit"`` on ``y`` and ``"calibrated"``, shrunk by a quarter toward the
+        reference's measured change, with draws; for count models, where only
+        ``"neuron_edit"`` was screened, ``"neuron_edit"`` alone with the same shrinkage and
+        draws.
 
         All but ``"transfer"`` need reference cells of the source and target conditions (of
         each source condition, when the cells have several).
@@ -97,7 +104,9 @@ class PredictionMixin:
         source_condition
             Condition to encode with, for every cell; ``None`` uses each cell's own.
         method
-            ``"neuron_edit"``, ``"calibrated"``, ``"transfer"`` or ``"latent_shift"``.
+            ``"neuron_edit"``, ``"calibrated"``, ``"transfer"`` or ``"latent_shift"``, or a
+            sequence of them to average. ``None``: ``("neuron_edit", "calibrated")`` for
+            ``"mse"`` models, ``"neuron_edit"`` for count models.
         reference_indices
             For the reference-based methods: positions in ``adata`` of the cells whose source
             and target conditions define the shift or the map (e.g. the other cell types).
@@ -136,9 +145,10 @@ class PredictionMixin:
             method's plus ``shrinkage`` times ``"calibrated"`` with ``calibration_weight=0``
             (each cell plus the reference's real mean change), mixed in the model's log space
             before any draw. It guards against a model whose change is wrong for a cell type
-            unlike the reference. ``None``: 0.25 for ``"neuron_edit"`` (chosen on the tuning
-            tasks), 0 for the other methods (``"calibrated"`` has ``calibration_weight``;
-            with ``shrinkage > 0``, ``"transfer"`` needs reference cells too).
+            unlike the reference. ``None``: 0.25 when ``method`` includes ``"neuron_edit"``
+            (chosen on the tuning tasks), else 0 (``"calibrated"`` has
+            ``calibration_weight``; with ``shrinkage > 0``, ``"transfer"`` needs reference
+            cells too).
         sample
             Draw each cell's prediction (the default) instead of returning its expected
             value: expected values shrink the per-gene variance; draws restore it.
@@ -179,14 +189,17 @@ class PredictionMixin:
         >>> predicted.shape == (len(control_nk), adata.n_vars)
         True
         >>> predicted.uns["trVAE_predict"]["method"], predicted.uns["trVAE_predict"]["sample"]
-        ('neuron_edit', True)
+        (['neuron_edit', 'calibrated'], True)
         >>> transfer = model.predict(
         ...     indices=control_nk, target_condition="stimulated", method="transfer", sample=False
         ... )
 
         """
+        if method is None:
+            method = DEFAULT_METHODS["counts" if self.module.is_count_model else "mse"]
+        methods = tuple(method) if isinstance(method, list | tuple) else (method,)
         settings = _method_settings(
-            method, sample, calibration_weight, n_neighbors, neuron_edit_layer, n_percentiles,
+            methods, sample, calibration_weight, n_neighbors, neuron_edit_layer, n_percentiles,
             shrinkage,
         )  # fmt: skip
         shrinkage = settings["shrinkage"]
@@ -228,7 +241,7 @@ class PredictionMixin:
 
         log = self._log_space(target_sum)
 
-        def decoding(group: Cells, ref: _Reference, code: int) -> tuple[int, Cells]:
+        def decoding(group: Cells, ref: _Reference, code: int, method: str) -> tuple[int, Cells]:
             """The condition and the z or y to decode cells of condition ``code`` with."""
             if method == "transfer":
                 return target_code, {"z": group["z"]}
@@ -236,8 +249,8 @@ class PredictionMixin:
                 method, group, ref, code, target_code, neuron_edit_layer, n_percentiles
             )
 
-        def expected(rows, group, ref, code, shift=False) -> np.ndarray:
-            """The method's expected prediction of ``indices[rows]`` in log space.
+        def expected(rows, group, ref, code, method, shift=False) -> np.ndarray:
+            """``method``'s expected prediction of ``indices[rows]`` in log space.
 
             With ``shift``: the shrinkage's target, calibrated with weight 0 (each cell plus
             the reference's real change).
@@ -248,12 +261,12 @@ class PredictionMixin:
                     adata, indices[rows], group, ref, code, target_code, weight, neighbors,
                     target_sum, batch_size,
                 )  # fmt: skip
-            decode_code, decode_input = decoding(group, ref, code)
+            decode_code, decode_input = decoding(group, ref, code, method)
             return log(
                 self._decode(group["library"], decode_code, batch_size, **decode_input), group
             )
 
-        if method == "transfer" and not shrinkage:  # the one method without reference cells
+        if methods == ("transfer",) and not shrinkage:  # the one method without reference cells
             prediction = self._decode(
                 cells["library"], target_code, batch_size, sample, cells.get("residual"),
                 z=cells["z"],
@@ -265,16 +278,16 @@ class PredictionMixin:
                 rows = np.flatnonzero(codes == code)
                 group = {k: v[rows] for k, v in cells.items()}
                 ref = reference(code)
-                if not shrinkage and method != "calibrated":
-                    decode_code, decode_input = decoding(group, ref, code)
+                if not shrinkage and len(methods) == 1 and methods[0] != "calibrated":
+                    decode_code, decode_input = decoding(group, ref, code, methods[0])
                     prediction[rows] = self._decode(
                         group["library"], decode_code, batch_size, sample, group.get("residual"),
                         **decode_input,
                     )  # fmt: skip
                     continue
-                mixed = expected(rows, group, ref, code)
+                mixed = np.mean([expected(rows, group, ref, code, m) for m in methods], axis=0)
                 if shrinkage:
-                    shift = expected(rows, group, ref, code, shift=True)
+                    shift = expected(rows, group, ref, code, "calibrated", shift=True)
                     mixed = (1 - shrinkage) * mixed + shrinkage * shift
                 prediction[rows] = self._from_log_space(
                     mixed, group, sample, target_code, target_sum
@@ -603,7 +616,7 @@ def _neighbor_weights(query: torch.Tensor, reference: torch.Tensor, k: int) -> s
 
 
 def _method_settings(
-    method: str,
+    methods: tuple[str, ...],
     sample: bool,
     calibration_weight: float,
     n_neighbors: int | None,
@@ -613,25 +626,32 @@ def _method_settings(
 ) -> dict:
     """Check a prediction's settings; return those that ``uns["trVAE_predict"]`` records.
 
-    ``shrinkage=None`` is resolved to the method's default.
+    ``shrinkage=None`` is resolved to the methods' default.
     """
-    check_choice("method", method, METHODS)
+    if not methods or len(set(methods)) < len(methods):
+        raise ValueError(
+            f"method={list(methods)!r} must name one method, or several different ones to "
+            f"average, among {list(METHODS)}."
+        )
+    for method in methods:
+        check_choice("method", method, METHODS)
     check_choice("neuron_edit_layer", neuron_edit_layer, ("y", "z"))
     if not 0 <= calibration_weight <= 1:
         raise ValueError(f"calibration_weight={calibration_weight!r} must lie in [0, 1].")
     if n_neighbors is not None and int(n_neighbors) < 1:
         raise ValueError(f"n_neighbors={n_neighbors!r} must be a positive integer or None.")
     if shrinkage is None:
-        shrinkage = DEFAULT_NEURON_EDIT_SHRINKAGE if method == "neuron_edit" else 0.0
+        shrinkage = DEFAULT_NEURON_EDIT_SHRINKAGE if "neuron_edit" in methods else 0.0
     if isinstance(shrinkage, str | bool) or not 0 <= shrinkage <= 1:
         raise ValueError(
             f"shrinkage={shrinkage!r} must lie in [0, 1] (0: the method's own prediction, "
             "1: each cell plus the reference's mean change), or be None for the default."
         )
+    method = methods[0] if len(methods) == 1 else list(methods)
     settings = {"method": method, "sample": sample, "shrinkage": float(shrinkage)}
-    if method == "calibrated":
+    if "calibrated" in methods:
         neighbors = "all" if n_neighbors is None else int(n_neighbors)  # h5ad stores no None
         settings.update(calibration_weight=calibration_weight, n_neighbors=neighbors)
-    if method == "neuron_edit":
+    if "neuron_edit" in methods:
         settings.update(neuron_edit_layer=neuron_edit_layer, n_percentiles=n_percentiles)
     return settings
