@@ -274,6 +274,19 @@ def test_several_methods_average_and_are_the_mse_default(held_out):
             model.predict(**options, method=bad)
 
 
+@pytest.mark.parametrize("n_neighbors", [None, 5])
+def test_calibrated_decodes_the_reference_in_chunks(held_out, monkeypatch, n_neighbors):
+    from trvae_scvi.model import _prediction
+
+    _, train, model = held_out
+    control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
+    options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
+    options.update(method="calibrated", n_neighbors=n_neighbors, sample=False)
+    whole = model.predict(**options).X
+    monkeypatch.setattr(_prediction, "REFERENCE_CHUNK", 7)  # not a divisor of the reference
+    np.testing.assert_allclose(model.predict(**options).X, whole, rtol=1e-5, atol=1e-6)
+
+
 def test_shrunk_count_draws_are_counts(count_model):
     adata = count_model.adata
     control = np.flatnonzero((adata.obs.cell_type == "t0") & (adata.obs.condition == "c0"))

@@ -27,6 +27,7 @@ DEFAULT_METHODS = {"mse": ("neuron_edit", "calibrated"), "counts": ("neuron_edit
 DEFAULT_CALIBRATION_WEIGHT = 1.0
 DEFAULT_NEIGHBORS = None
 DEFAULT_NEURON_EDIT_SHRINKAGE = 0.25
+REFERENCE_CHUNK = 8192  # reference cells decoded at once by "calibrated"
 
 
 class PredictionMixin:
@@ -371,10 +372,17 @@ class PredictionMixin:
         )
         if weight:
             model_change = decoded(cells, target_code) - own
-            ref_model_change = decoded(source_ref, ref_target_code) - decoded(
-                source_ref, ref_source_code
-            )
-            correction = correction + weight * (model_change - source_weights @ ref_model_change)
+            # The reference's model change, weighted, a chunk of reference cells at a time:
+            # decoded whole it would be a dense reference x genes matrix.
+            if sp.issparse(source_weights):
+                source_weights = source_weights.tocsc()
+            ref_model_change = 0.0
+            for start in range(0, len(source_rows), REFERENCE_CHUNK):
+                rows = slice(start, start + REFERENCE_CHUNK)
+                chunk = {key: values[rows] for key, values in source_ref.items()}
+                change = decoded(chunk, ref_target_code) - decoded(chunk, ref_source_code)
+                ref_model_change = ref_model_change + source_weights[:, rows] @ change
+            correction = correction + weight * (model_change - ref_model_change)
         if not self.module.is_count_model:
             return own + correction
         real_own = self._log_values(adata, indices, target_sum)
