@@ -215,12 +215,17 @@ def write_table(frame: pd.DataFrame, path: Path, peers_dir: Path) -> None:
         for method, row in average.iterrows():
             values = " | ".join(f"{row[k]:.3f}" for k in KEYS)
             lines.append(f"| all | {method} | {values} | |")
-    fewer = {
-        method: sorted(seeds)
-        for method, seeds in frame.groupby("method")["seed"].unique().items()
-        if set(seeds) != set(frame.seed)
-    }
-    lines += [""] + [f"- {m}: seed(s) {', '.join(map(str, s))} only." for m, s in fewer.items()]
+    ran = frame.groupby(["dataset", "form"])["seed"].unique()
+    fewer = [
+        f"- {dataset} {form}, {method}: seed(s) {', '.join(map(str, sorted(seeds)))} only."
+        for (dataset, form, method), seeds in frame.groupby(["dataset", "form", "method"])[
+            "seed"
+        ]
+        .unique()
+        .items()
+        if set(seeds) != set(ran[dataset, form])
+    ]
+    lines += ["", *fewer]
     lines += ["", *targets(frame), "", *timings(frame)]
     peers = [
         f"- {method}: {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}."
@@ -256,11 +261,12 @@ def targets(frame: pd.DataFrame) -> list[str]:
     for other in means.index.get_level_values("method").unique():
         if other == DEFAULT or other.startswith("ceiling"):
             continue
-        theirs = means.xs(other, level="method")
-        # Over the seeds the other method ran (an ablation may have fewer than the default).
-        seeds = frame.seed[frame.method == other].unique()
-        ours = means_over(frame[frame.seed.isin(seeds) & (frame.method == DEFAULT)])
-        ours = ours.xs(DEFAULT, level="method")
+        # Over the seeds both ran on each task (an ablation may have fewer than the default).
+        keys = ["dataset", "form", "group", "seed"]
+        runs = frame[frame.method == DEFAULT][keys].merge(frame[frame.method == other][keys])
+        both = frame.merge(runs.drop_duplicates())
+        ours = means_over(both[both.method == DEFAULT]).xs(DEFAULT, level="method")
+        theirs = means_over(both[both.method == other]).xs(other, level="method")
         shared = ours.index.intersection(theirs.index)
         r2 = ours.loc[shared, "r2_mean_deg"] > theirs.loc[shared, "r2_mean_deg"]
         change = ours.loc[shared, "change_r_deg"] > theirs.loc[shared, "change_r_deg"]
