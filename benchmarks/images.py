@@ -14,8 +14,9 @@ scored:
   predictions (and, for reference, the true transformed images).
 
 Methods: trVAE (``architecture="conv"``, MMD on the first decoder layer as in the paper) with
-the published transfer and with ``predict``'s defaults (NeuronEdit on the first decoder layer,
-fitted on digits 1, 3, 6, 7, shrinkage 0.25 toward their mean change), expected (with the
+the published transfer and with ``predict``'s defaults (NeuronEdit on the first decoder layer
+averaged with the calibrated transfer, both fitted on digits 1, 3, 6, 7, shrinkage 0.25 toward
+their mean change), expected (with the
 images' mean residual from their reconstruction) and drawn (each image's own residual added
 back); baselines: the image unchanged, the mean pixel shift of the training digits, a CVAE
 (``beta=0``) and MMD on z, each with the transfer. The model settings are the package's conv
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         methods = {f"{name} transfer": None}
         if name == "trVAE":
             methods[f"{name} transfer, sampled"] = {"method": "transfer"}
-            # predict()'s defaults: NeuronEdit on the first decoder layer, shrunk, with draws.
+            # predict()'s defaults: NeuronEdit and the calibrated transfer averaged, shrunk,
+            # with draws.
             methods[f"{name} default predictor"] = {"cell_type_key": "digit"}
             methods[f"{name} default predictor, expected"] = {
                 "cell_type_key": "digit",
