@@ -216,13 +216,10 @@ def write_table(frame: pd.DataFrame, path: Path, peers_dir: Path) -> None:
             values = " | ".join(f"{row[k]:.3f}" for k in KEYS)
             lines.append(f"| all | {method} | {values} | |")
     ran = frame.groupby(["dataset", "form"])["seed"].unique()
+    per_method = frame.groupby(["dataset", "form", "method"])["seed"].unique()
     fewer = [
         f"- {dataset} {form}, {method}: seed(s) {', '.join(map(str, sorted(seeds)))} only."
-        for (dataset, form, method), seeds in frame.groupby(["dataset", "form", "method"])[
-            "seed"
-        ]
-        .unique()
-        .items()
+        for (dataset, form, method), seeds in per_method.items()
         if set(seeds) != set(ran[dataset, form])
     ]
     lines += ["", *fewer]
