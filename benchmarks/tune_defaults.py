@@ -128,25 +128,19 @@ AVERAGES: dict[str, tuple[str, ...]] = {
         "calibrated w=1.0, neighbours all",
     ),
 }
-# name: {predictor: weight}, each predictor's prediction with the blend's ``sample``.
+# name: {predictor: weight}, each predictor's prediction with the blend's ``sample``: NeuronEdit
+# and each average, shrunk s toward the mean shift (s = 0: the average itself).
 BLENDS: dict[str, dict[str, float]] = {
-    **{
-        f"NeuronEdit (y){drawn}, shrunk {s} to mean shift": {
-            f"NeuronEdit (y){drawn}": 1 - s,
-            f"{SHIFT}{drawn}": s,
-        }
-        for s in SHRINKAGE
-        for drawn in ("", ", sampled")
-    },
-    **{
-        f"{average}{drawn}{f', shrunk {s} to mean shift' if s else ''}": {
-            **{f"{part}{drawn}": (1 - s) / len(parts) for part in parts},
-            **({f"{SHIFT}{drawn}": s} if s else {}),
-        }
-        for average, parts in AVERAGES.items()
-        for s in (0.0, 0.25)
-        for drawn in ("", ", sampled")
-    },
+    f"{name}{drawn}{f', shrunk {s} to mean shift' if s else ''}": {
+        **{f"{part}{drawn}": (1 - s) / len(parts) for part in parts},
+        **({f"{SHIFT}{drawn}": s} if s else {}),
+    }
+    for name, (parts, shrinkages) in {
+        "NeuronEdit (y)": (("NeuronEdit (y)",), SHRINKAGE),
+        **{average: (parts, (0.0, 0.25)) for average, parts in AVERAGES.items()},
+    }.items()
+    for s in shrinkages
+    for drawn in ("", ", sampled")
 }
 
 

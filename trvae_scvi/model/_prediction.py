@@ -250,14 +250,15 @@ class PredictionMixin:
                 method, group, ref, code, target_code, neuron_edit_layer, n_percentiles
             )
 
-        def expected(rows, group, ref, code, method, shift=False) -> np.ndarray:
+        def expected(
+            rows, group, ref, code, method, weight=calibration_weight, neighbors=n_neighbors
+        ) -> np.ndarray:
             """``method``'s expected prediction of ``indices[rows]`` in log space.
 
-            With ``shift``: the shrinkage's target, calibrated with weight 0 (each cell plus
-            the reference's real change).
+            ``weight``/``neighbors``: those of ``"calibrated"`` (the shrinkage's target is
+            ``"calibrated"`` with weight 0 over the whole reference).
             """
-            if shift or method == "calibrated":
-                weight, neighbors = (0.0, None) if shift else (calibration_weight, n_neighbors)
+            if method == "calibrated":
                 return self._calibrated(
                     adata, indices[rows], group, ref, code, target_code, weight, neighbors,
                     target_sum, batch_size,
@@ -288,7 +289,7 @@ class PredictionMixin:
                     continue
                 mixed = np.mean([expected(rows, group, ref, code, m) for m in methods], axis=0)
                 if shrinkage:
-                    shift = expected(rows, group, ref, code, "calibrated", shift=True)
+                    shift = expected(rows, group, ref, code, "calibrated", 0.0, None)
                     mixed = (1 - shrinkage) * mixed + shrinkage * shift
                 prediction[rows] = self._from_log_space(
                     mixed, group, sample, target_code, target_sum
