@@ -32,6 +32,7 @@ ALWAYS_RAISE = {
     "get_importance_weights",
     "get_marginal_ll",
     "prepare_query_mudata",
+    "setup_annbatch",
 }
 
 
@@ -135,6 +136,7 @@ CASES = {
         m.save(d.parent / "again", save_anndata=True) is None
         and TRVAE.load(d.parent / "again").is_trained
     ),
+    "setup_annbatch": lambda m, d: TRVAE.setup_annbatch(paths=[str(d / "adata.h5ad")]),
     "setup_anndata": lambda m, d: (
         TRVAE.setup_anndata(make_counts(), condition_key="condition") is None
     ),

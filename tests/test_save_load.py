@@ -127,22 +127,28 @@ def test_load_foreign_model(synthetic, tmp_path):
 
 
 class _RunsCode:
-    def __init__(self, marker):
-        self.marker = str(marker)
+    def __init__(self, call, marker):
+        self.call, self.marker = call, marker
 
     def __reduce__(self):
-        import os
+        if self.call == "os.system":
+            import os
 
-        return (os.system, (f"touch {self.marker}",))
+            return (os.system, (f"touch {self.marker}",))
+        # A public function of a library whose other functions a saved model does use.
+        import pandas as pd
+
+        return (pd.read_pickle, (str(self.marker),))
 
 
-def test_load_refuses_a_file_that_would_run_code(trained, tmp_path):
+@pytest.mark.parametrize("call", ["os.system", "pandas.read_pickle"])
+def test_load_refuses_a_file_that_would_run_code(trained, tmp_path, call):
     _, model = trained
     model.save(tmp_path / "model")
     path = tmp_path / "model" / "model.pt"
     saved = torch.load(path, weights_only=False)
     marker = tmp_path / "code_ran"
-    saved["attr_dict"]["history_"] = _RunsCode(marker)
+    saved["attr_dict"]["history_"] = _RunsCode(call, marker)
     torch.save(saved, path)
     with pytest.raises(ValueError, match="could run code, so it was not loaded"):
         TRVAE.load(tmp_path / "model")
@@ -172,3 +178,43 @@ def test_query_mapping_trains_the_new_conditions_dispersion(tmp_path):
     for key, value in query_model.module.state_dict().items():
         if key in frozen and value.shape == frozen[key].shape:
             np.testing.assert_array_equal(value, frozen[key], err_msg=key)
+
+
+SAVED_MODELS = Path(__file__).parent / "data" / "saved_models"
+
+
+@pytest.mark.parametrize(
+    "stack",
+    # Saved by tests/data/saved_models/make_saved_model.py on each stack CI runs, and by
+    # version 0.2 (history as pandas tables) on Python 3.11 with pandas 2.
+    ["py311-pandas2", "py312-pandas3", "v0.2-py311-pandas2"],
+)
+def test_model_saved_on_another_stack_loads(stack):
+    import anndata
+    import pandas as pd
+
+    expected = np.load(SAVED_MODELS / stack / "expected.npz")
+    adata = anndata.AnnData(
+        expected["x"], obs=pd.DataFrame({"condition": expected["conditions"].astype(str)})
+    )
+    model = TRVAE.load(SAVED_MODELS / stack, adata=adata)
+    np.testing.assert_allclose(
+        model.get_latent_representation(), expected["latent"], rtol=1e-5, atol=1e-6
+    )
+    assert isinstance(model.history["train_loss"], pd.DataFrame)
+    assert model.history["train_loss"].index.name == "epoch"
+
+
+def test_saved_history_needs_no_pandas_and_round_trips(trained, tmp_path):
+    import pandas as pd
+
+    _, model = trained
+    model.save(tmp_path / "model")
+    saved = torch.load(tmp_path / "model" / "model.pt", weights_only=False)
+    assert all(isinstance(entry, dict) for entry in saved["attr_dict"]["history_"].values())
+    loaded = TRVAE.load(tmp_path / "model", adata=model.adata.copy())
+    assert loaded.history.keys() == model.history.keys()
+    for key, frame in model.history.items():
+        pd.testing.assert_frame_equal(loaded.history[key], frame, check_dtype=False)
+    # The model in memory keeps its tables.
+    assert all(isinstance(frame, pd.DataFrame) for frame in model.history.values())

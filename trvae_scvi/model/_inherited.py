@@ -196,6 +196,36 @@ class InheritedMethodsMixin:
             "convert_legacy_save", "Every TRVAE save is current: load it with TRVAE.load."
         )
 
+    @classmethod
+    def setup_annbatch(cls, *args, **kwargs) -> NoReturn:
+        """Not available: scvi-tools' annbatch loader (1.5) does not draw the batches TRVAE needs.
+
+        The MMD compares the conditions inside each mini-batch, so TRVAE trains on
+        condition-balanced batches drawn from an AnnData registered with :meth:`setup_anndata`.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            Ignored.
+
+        Returns
+        -------
+        None
+            Always raises :class:`NotImplementedError`.
+
+        Examples
+        --------
+        >>> trvae_scvi.TRVAE.setup_annbatch(paths=["cells.h5ad"])
+        Traceback (most recent call last):
+        NotImplementedError: TRVAE does not support setup_annbatch. ...
+
+        """
+        raise _unsupported(
+            "setup_annbatch",
+            "Its MMD needs condition-balanced mini-batches: register an AnnData with "
+            "TRVAE.setup_anndata (a sparse X stays sparse in memory).",
+        )
+
     @staticmethod
     def prepare_query_mudata(*args, **kwargs) -> NoReturn:
         """Not available: TRVAE models AnnData, not MuData.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import _compat_pickle
-import codecs
 import collections
+import io
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import zipfile
 from typing import TYPE_CHECKING
@@ -22,30 +23,53 @@ from scvi.utils._docstrings import devices_dsp
 if TYPE_CHECKING:
     from ._model import TRVAE
 
-# What a saved TRVAE's model.pt holds besides tensors: numpy arrays (registry, indices, genes)
-# and the pandas tables of the training history. A file that names anything else is refused.
-_SAFE = {
-    f"{obj.__module__}.{obj.__qualname__}": obj
-    for obj in (
-        codecs.encode,
-        dict,
-        bytes,
-        slice,
-        collections.defaultdict,
-        collections.OrderedDict,
-        np.ndarray,
-        np.dtype,
-        np._core.multiarray._reconstruct,
-        np._core.multiarray.scalar,
-        *(getattr(np.dtypes, name) for name in np.dtypes.__all__),
-        pd.DataFrame,
-        pd.Index,
-        pd.RangeIndex,
-        pd.core.internals.managers.BlockManager,
-        pd.core.indexes.base._new_Index,
-        pd._libs.internals._unpickle_block,
+
+# Samples of everything a saved TRVAE's model.pt holds besides tensors and plain Python data:
+# numpy arrays and scalars (registry, genes, settings) and, in files written before version
+# 0.3, the training history as pandas tables. Pickling them with the installed numpy and pandas
+# tells which globals these libraries use for them, whatever their private names are today.
+def _pickled_samples() -> list:
+    numbers = [np.zeros(1, dtype=code) for code in np.typecodes["All"] if code not in "MmV"]
+    history = pd.DataFrame(
+        {"train_loss": np.zeros(2, np.float32)}, index=pd.Index([0, 1], name="epoch")
     )
-}
+    return [
+        *numbers,
+        *(array[0] for array in numbers),
+        np.array(["a"], dtype=object),
+        history,
+        history.reset_index(drop=True),
+        history.astype(object),
+        pd.Index(["a"], dtype="string"),
+        collections.OrderedDict(),
+        collections.defaultdict(list),
+        b"bytes",
+        # Containers of plain data, which pickles may name as types.
+        *(dict, list, tuple, set, frozenset, bytearray, slice, int, float, complex, bool, str),
+    ]
+
+
+class _GlobalsRecorder(pickle.Unpickler):
+    """Unpickles a pickle made here and records the globals it names."""
+
+    def __init__(self, data: bytes):
+        super().__init__(io.BytesIO(data))
+        self.found: dict[int, object] = {}
+
+    def find_class(self, module: str, name: str):
+        found = super().find_class(module, name)
+        self.found[id(found)] = found
+        return found
+
+
+def _plain_data_globals() -> dict[int, object]:
+    """The classes and functions that unpickle the samples, by identity."""
+    allowed: dict[int, object] = {}
+    for sample in _pickled_samples():
+        recorder = _GlobalsRecorder(pickle.dumps(sample, protocol=2))
+        recorder.load()
+        allowed.update(recorder.found)
+    return allowed
 
 
 class _Skipped:
@@ -55,27 +79,48 @@ class _Skipped:
         pass
 
 
-class _RegistryUnpickler(pickle.Unpickler):
-    """Unpickles plain data only; tensors become placeholders, anything else is refused."""
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles plain data only; tensors become placeholders, anything else is refused.
+
+    A global is accepted when it is, by identity, one that unpickles the samples of
+    :func:`_pickled_samples` with the installed libraries, and is looked up only in modules
+    already imported: a name in the file never imports anything.
+    """
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.allowed = _plain_data_globals()
 
     def find_class(self, module: str, name: str):
         # Python 2 names of pickle protocol 2, as pickle's own find_class maps them.
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        if f"{module}.{name}" in _SAFE:
-            return _SAFE[f"{module}.{name}"]
         if (module == "torch._utils" and name.startswith("_rebuild_")) or (
             module == "torch" and name.endswith("Storage")
         ):
             return _Skipped
-        raise pickle.UnpicklingError(f"{module}.{name}")
+        found = sys.modules.get(module)
+        for attribute in name.split("."):
+            found = getattr(found, attribute, None)
+        if found is None or id(found) not in self.allowed:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return found
 
     def persistent_load(self, pid) -> _Skipped:
         return _Skipped()
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A saved file names a global that does not unpickle plain data."""
+
+
 def read_saved_model(dir_path: str | os.PathLike, prefix: str | None) -> dict:
     """The attributes of a saved model (registry, settings), read without running its code.
+
+    ``model.pt`` is read by a restricted unpickler (Python's ``find_class`` pattern): tensors
+    are skipped, and the only globals it calls are those with which the installed numpy and
+    pandas unpickle arrays, scalars and tables, found by pickling samples of them (so no private
+    name is written here, and a new release's names are found the same way).
 
     Raises a clear error for a missing, truncated or foreign file, and for one that names
     anything beyond plain data: unpickling it in full, as scvi-tools' loader does
@@ -91,9 +136,9 @@ def read_saved_model(dir_path: str | os.PathLike, prefix: str | None) -> dict:
         with zipfile.ZipFile(model_file) as archive:
             data = next(name for name in archive.namelist() if name.endswith("/data.pkl"))
             with archive.open(data) as handle:
-                saved = _RegistryUnpickler(handle).load()
+                saved = _PlainDataUnpickler(handle).load()
         return saved["attr_dict"]
-    except pickle.UnpicklingError as error:
+    except _RefusedGlobal as error:
         raise ValueError(
             f"{model_file} names {error}, which a saved TRVAE never holds: unpickling it could "
             "run code, so it was not loaded. Load only models you saved or whose source you "
@@ -106,8 +151,47 @@ def read_saved_model(dir_path: str | os.PathLike, prefix: str | None) -> dict:
         ) from error
 
 
+def _plain_history(history: dict[str, pd.DataFrame] | None) -> dict | None:
+    """The training history as lists, which unpickle without pandas."""
+    if history is None:
+        return None
+    return {
+        key: {
+            "index": frame.index.tolist(),
+            "index_name": frame.index.name,
+            "columns": {str(column): frame[column].tolist() for column in frame.columns},
+        }
+        for key, frame in history.items()
+    }
+
+
+def _history_frames(history: dict | None) -> dict[str, pd.DataFrame] | None:
+    """The training history as tables again (tables saved before version 0.3 stay as read)."""
+    if history is None:
+        return None
+    return {
+        key: saved
+        if isinstance(saved, pd.DataFrame)
+        else pd.DataFrame(
+            saved["columns"], index=pd.Index(saved["index"], name=saved["index_name"])
+        )
+        for key, saved in history.items()
+    }
+
+
 class SaveLoadMixin:
-    """``save`` that never leaves a half-written model; ``load`` that checks the file first."""
+    """``save`` that never leaves a half-written model; ``load`` that checks the file first.
+
+    The training history is saved as plain lists (``history_`` is a dict of pandas tables in
+    memory), so a saved model unpickles with no pandas class: pandas renames the private
+    functions its pickles call between releases.
+    """
+
+    def _get_user_attributes(self) -> list[tuple[str, object]]:
+        return [
+            (name, _plain_history(value) if name == "history_" else value)
+            for name, value in super()._get_user_attributes()
+        ]
 
     def save(
         self,
@@ -183,10 +267,12 @@ class SaveLoadMixin:
     ) -> TRVAE:
         """Load a model saved with :meth:`save`.
 
-        ``model.pt`` is first read with ``torch.load(weights_only=True)``, allowing only the
-        plain data a saved TRVAE holds (tensors, numpy arrays, pandas tables of the training
-        history): a file that names anything else, which could run code when unpickled, is
-        refused before scvi-tools reads it in full (with ``weights_only=False``).
+        ``model.pt`` is first read by a restricted unpickler that accepts only the plain data a
+        saved TRVAE holds (tensors, numpy arrays and scalars, and the pandas tables of the
+        training history in files saved before version 0.3), recognised with the installed
+        numpy and pandas: a file that names anything else, which could run code when
+        unpickled, is refused before scvi-tools reads it in full (with ``weights_only=False``).
+        Models saved with pandas 2 load with pandas 3 and the other way round.
 
         Parameters
         ----------
@@ -221,9 +307,11 @@ class SaveLoadMixin:
                 f"{dir_path} holds a {registry.get('model_name')!r} model, not a TRVAE; load it "
                 "with its own class."
             )
-        return super().load(
+        model = super().load(
             dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
         )
+        model.history_ = _history_frames(model.history_)
+        return model
 
     @classmethod
     def load_query_data(cls, adata: AnnData, reference_model: str | TRVAE, **kwargs) -> TRVAE:
@@ -280,6 +368,7 @@ class SaveLoadMixin:
                 f"condition_encoding={encoding!r}. Train a model with all conditions instead."
             )
         model = super().load_query_data(adata, reference_model, **kwargs)
+        model.history_ = _history_frames(model.history_)
         model._mapped_query = True
         module = model.module
         for layer in module.modules():
