@@ -3,21 +3,24 @@ import itertools
 import pytest
 import torch
 
-from trvae_scvi.nn import mmd_between_conditions, multiscale_rbf_kernel
+from trvae_scvi.nn import PAPER_KERNEL_WIDTHS, mmd_between_conditions, multiscale_rbf_kernel
 
 WIDTHS = (0.1, 1.0, 10.0, 100.0)
 
 
-def pairwise_reference(y, condition, n_conditions, widths):
-    """The definition: a Python loop over pairs of conditions with >= 2 cells."""
+def definition(y, condition, n_conditions, widths):
+    """The definition, independent of the package: float64, direct differences, a loop over
+    pairs of conditions with >= 2 cells, each pair's biased MMD^2 from its three kernel means."""
+    y = y.double()
+
+    def kernel_mean(a, b):
+        sq = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
+        return sum(torch.exp(-sq / (2 * w)) for w in widths).mean() / len(widths)
+
     groups = [y[condition == c] for c in range(n_conditions) if (condition == c).sum() >= 2]
-    total = torch.zeros(())
+    total = 0.0
     for a, b in itertools.combinations(groups, 2):
-        total = total + (
-            multiscale_rbf_kernel(a, a, widths).mean()
-            + multiscale_rbf_kernel(b, b, widths).mean()
-            - 2 * multiscale_rbf_kernel(a, b, widths).mean()
-        )
+        total += float(kernel_mean(a, a) + kernel_mean(b, b) - 2 * kernel_mean(a, b))
     return total
 
 
@@ -57,9 +60,22 @@ def test_equals_pairwise_definition(n_conditions):
     # The last condition gets a single cell, which both must skip.
     condition[condition == n_conditions - 1] = 0
     condition[0] = n_conditions - 1
-    expected = pairwise_reference(y, condition, n_conditions, WIDTHS)
+    expected = definition(y, condition, n_conditions, WIDTHS)
     got = mmd_between_conditions(y, condition, n_conditions, WIDTHS)
-    assert float(got) == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
+    assert float(got) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_float32_matches_the_definition_with_the_paper_widths(scale):
+    """The smallest bandwidths (1e-6) see rounding errors of squared distances: a cell's
+    kernel with itself must stay 1 (the expanded form alone gave MMDs 10-16% low here)."""
+    torch.manual_seed(0)
+    y = torch.randn(128, 128) * scale + 5 * scale
+    condition = torch.randint(0, 2, (128,))
+    expected = definition(y, condition, 2, PAPER_KERNEL_WIDTHS)
+    got = float(mmd_between_conditions(y, condition, 2, PAPER_KERNEL_WIDTHS))
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert float(multiscale_rbf_kernel(y, y, PAPER_KERNEL_WIDTHS).diagonal().min()) == 1.0
 
 
 def test_one_condition_batch_is_zero():
@@ -71,9 +87,12 @@ def test_one_condition_batch_is_zero():
 
 
 def test_gradient_finite_with_duplicate_cells():
-    y = torch.ones(8, 3, requires_grad=True)
-    condition = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    value = mmd_between_conditions(y * torch.arange(1, 9.0)[:, None], condition, 2, WIDTHS)
+    # Cells 0 and 1 are the same cell, within a condition; cells 3 and 4 are the same cell in
+    # the two conditions: zero distances off the diagonal, where a square root has no gradient.
+    base = torch.tensor([[1.0, 2, 3], [1, 2, 3], [0, 1, 0], [2, 2, 2], [2, 2, 2], [5, 0, 1]])
+    y = base.clone().requires_grad_(True)
+    condition = torch.tensor([0, 0, 0, 0, 1, 1])
+    value = mmd_between_conditions(y, condition, 2, PAPER_KERNEL_WIDTHS)
     value.backward()
-    assert torch.isfinite(value)
-    assert torch.isfinite(y.grad).all()
+    assert float(value) == pytest.approx(definition(base, condition, 2, PAPER_KERNEL_WIDTHS))
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0

@@ -61,12 +61,30 @@ def multiscale_rbf_kernel(
     torch.Size([2, 1])
 
     """
-    # The expanded form keeps the gradient finite at zero distance, where cdist's sqrt is not.
+    sq_dist = _squared_distances(x, y)
+    gammas = 0.5 / torch.as_tensor(kernel_widths, dtype=x.dtype, device=x.device)
+    return torch.exp(-sq_dist.unsqueeze(-1) * gammas).mean(-1)
+
+
+def _squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``||x_i - y_j||^2`` through one matrix product, accurate where it matters.
+
+    Direct differences would hold an ``(n, m, d)`` tensor (30x slower at 512 cells). The
+    expanded ``|x|^2 + |y|^2 - 2 x.y`` loses digits to cancellation, which the smallest
+    bandwidths (1e-6) turn into kernel values far below 1 for a cell and itself. So the points
+    are centred first (distances do not change; the norms, and so the cancellation, shrink)
+    and a cell's distance to itself is exactly 0 when ``x`` is ``y``.
+    """
+    same = x is y
+    center = x.detach().mean(0, keepdim=True)
+    x = x - center
+    y = x if same else y - center
     sq_dist = (
         x.pow(2).sum(-1, keepdim=True) + y.pow(2).sum(-1).unsqueeze(0) - 2.0 * x @ y.T
     ).clamp_min(0.0)
-    gammas = 0.5 / torch.as_tensor(kernel_widths, dtype=x.dtype, device=x.device)
-    return torch.exp(-sq_dist.unsqueeze(-1) * gammas).mean(-1)
+    if same:
+        sq_dist = sq_dist - torch.diag_embed(sq_dist.diagonal())
+    return sq_dist
 
 
 def mmd_between_conditions(
