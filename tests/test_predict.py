@@ -298,3 +298,48 @@ def test_shrunk_count_draws_are_counts(count_model):
     assert np.isfinite(drawn.layers["log_normalized"]).all()
     # Count models default to NeuronEdit alone: only it was screened on counts.
     assert drawn.uns["trVAE_predict"]["method"] == "neuron_edit"
+
+
+def test_default_reference_leaves_out_renamed_predicted_cells(held_out):
+    """A new AnnData whose cells are the model's own under other names: the predicted cells
+    stay out of the default reference (they moved the prediction by up to 0.09 before)."""
+    _, train, model = held_out
+    t0_control = np.flatnonzero(((train.obs.cell_type == "t0") & (train.obs.condition == "c0")))
+    kwargs = {"indices": t0_control, "target_condition": "c1", "method": "neuron_edit"}
+    expected = model.predict(sample=False, **kwargs).X
+    renamed = train.copy()
+    renamed.obs_names = [f"renamed_{name}" for name in train.obs_names]
+    np.testing.assert_allclose(
+        model.predict(renamed, sample=False, **kwargs).X, expected, rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.fixture(scope="module")
+def three_conditions():
+    scvi.settings.seed = 0
+    adata = make_counts(n_cells=300, n_conditions=3)
+    TRVAE.setup_anndata(adata, condition_key="condition")
+    model = TRVAE(adata, **SMALL)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    return adata, model
+
+
+def test_reference_conditions_never_let_the_predicted_types_response_leak(three_conditions):
+    """The reference's pair (c1, c2) is not the prediction's (c0, c2) but shares its target:
+    t0's real c2 cells must stay out of it, as with the prediction's own pair."""
+    adata, model = three_conditions
+    t0_control = np.flatnonzero((adata.obs.cell_type == "t0") & (adata.obs.condition == "c0"))
+    kwargs = {
+        "indices": t0_control,
+        "target_condition": "c2",
+        "method": "neuron_edit",
+        "reference_conditions": ("c1", "c2"),
+        "cell_type_key": "cell_type",
+        "sample": False,
+    }
+    by_default = model.predict(**kwargs).X
+    other_types = np.flatnonzero((adata.obs.cell_type == "t1").to_numpy())
+    explicit = model.predict(reference_indices=other_types, **kwargs).X
+    np.testing.assert_allclose(by_default, explicit, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"holds 'c2' cells of \['t0'\].*would leak"):
+        model.predict(reference_indices=np.arange(adata.n_obs), **kwargs)

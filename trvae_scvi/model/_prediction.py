@@ -229,9 +229,8 @@ class PredictionMixin:
             """The reference of cells of condition ``code``, encoded once."""
             pair = fixed_pair or (code, target_code)
             groups = self._reference_cells(
-                adata, indices, reference_indices, cell_type_key, *pair,
-                pair == (code, target_code),
-            )  # fmt: skip
+                adata, indices, reference_indices, cell_type_key, pair, target_code
+            )
             return _Reference(
                 adata=groups[0][0],
                 rows=(groups[0][1], groups[1][1]),
@@ -454,40 +453,41 @@ class PredictionMixin:
         indices: np.ndarray,
         reference_indices: Sequence[int] | None,
         cell_type_key: str | None,
-        source_code: int,
-        target_code: int,
-        exclude_predicted_types: bool = True,
+        pair: tuple[int, int],
+        prediction_target: int,
     ) -> list[tuple[AnnData, np.ndarray]]:
         """The reference's source and target cells, as ``(AnnData, positions)`` pairs.
 
-        ``source_code``/``target_code`` are the reference's conditions; the predicted types
-        are kept out (``cell_type_key``) only where they are the prediction's own.
+        ``pair`` holds the reference's (source, target) conditions. Whenever it includes the
+        prediction's target condition, the reference could hold the predicted types' real
+        response: with ``cell_type_key`` the default reference then leaves the predicted types
+        out, and given ``reference_indices`` holding their target cells are refused.
         """
-        codes = None
+        source_code, target_code = pair
         if reference_indices is not None:
             where, reference = adata, check_indices(adata, reference_indices)
+            codes = self._registered_codes(where)
         else:
             where = self.adata
             codes = self._registered_codes(where)
-            reference = np.flatnonzero(~where.obs_names.isin(adata.obs_names[indices]))
-            if min(np.sum(codes[reference] == c) for c in (source_code, target_code)) == 0:
+            reference = np.flatnonzero(~self._predicted_cells_of_model(adata, indices))
+            if min(np.sum(codes[reference] == c) for c in pair) == 0:
                 # The predicted cells are all of a condition's cells: nothing is held out,
                 # so the reference is every cell of the model.
                 reference = np.arange(where.n_obs)
-        codes = self._registered_codes(where) if codes is None else codes
-        if cell_type_key is not None and exclude_predicted_types:
+        if cell_type_key is not None and prediction_target in pair:
             predicted = set(_column(adata, cell_type_key).iloc[indices].astype(str))
             types = _column(where, cell_type_key).iloc[reference].astype(str).to_numpy()
             shared = np.isin(types, list(predicted))
+            leaked = shared & (codes[reference] == prediction_target)
             if reference_indices is None:
                 reference = reference[~shared]
-            elif (shared & (codes[reference] == target_code)).any():
-                leaked = sorted(set(types[shared & (codes[reference] == target_code)]))
+            elif leaked.any():
                 raise ValueError(
-                    f"reference_indices holds {self.conditions[target_code]!r} cells of "
-                    f"{leaked}, the cell types being predicted: their real response would leak "
-                    "into the prediction. Pass reference cells of other types only, or "
-                    "reference_indices=None."
+                    f"reference_indices holds {self.conditions[prediction_target]!r} cells of "
+                    f"{sorted(set(types[leaked]))}, the cell types being predicted: their real "
+                    "response would leak into the prediction. Pass reference cells of other "
+                    "types only, or reference_indices=None."
                 )
         groups = []
         for code, role in ((source_code, "source"), (target_code, "target")):
@@ -503,6 +503,22 @@ class PredictionMixin:
                 self._check_data(where, rows)
             groups.append((where, rows))
         return groups
+
+    def _predicted_cells_of_model(self, adata: AnnData, indices: np.ndarray) -> np.ndarray:
+        """Which of the model's cells are the predicted ones.
+
+        By name; for a new AnnData also by content (a condition of the predicted cells and the
+        same registered values), since its cells may be the model's own under other names.
+        """
+        model_cells = self.adata
+        predicted = model_cells.obs_names.isin(adata.obs_names[indices])
+        if adata is model_cells:
+            return predicted
+        model_matrix, _ = self._registered_matrix(model_cells)
+        new_matrix, _ = self._registered_matrix(adata)
+        same = _same_rows(model_matrix, new_matrix[np.sort(indices)])
+        own_codes = set(self._registered_codes(adata)[indices].tolist())
+        return predicted | (same & np.isin(self._registered_codes(model_cells), list(own_codes)))
 
     def _prediction_anndata(
         self,
@@ -584,6 +600,33 @@ def _latent_shift(
             for t in shared
         ]
     ).mean(0)
+
+
+def _same_rows(matrix, rows) -> np.ndarray:
+    """For each row of ``matrix``, whether it equals one of ``rows`` (dense or sparse).
+
+    One pass over ``matrix``: rows are compared by a random projection first, and exactly
+    only where a projection matches.
+    """
+    projection = np.random.default_rng(0).standard_normal(matrix.shape[1])
+    fingerprint = np.asarray(matrix @ projection, dtype=np.float64).ravel()
+    wanted = np.asarray(rows @ projection, dtype=np.float64).ravel()
+    order = np.argsort(wanted)
+    position = np.clip(np.searchsorted(wanted[order], fingerprint), 0, len(wanted) - 1)
+    near = np.minimum(
+        np.abs(fingerprint - wanted[order][position]),
+        np.abs(fingerprint - wanted[order][np.maximum(position - 1, 0)]),
+    )
+    candidates = np.flatnonzero(near <= 1e-6 * (1 + np.abs(fingerprint)))
+    wanted_rows = {_row_bytes(rows, i) for i in range(rows.shape[0])}
+    same = np.zeros(matrix.shape[0], dtype=bool)
+    same[candidates] = [_row_bytes(matrix, i) in wanted_rows for i in candidates]
+    return same
+
+
+def _row_bytes(matrix, row: int) -> bytes:
+    values = matrix[row].toarray() if sp.issparse(matrix) else np.asarray(matrix[row])
+    return np.asarray(values, dtype=np.float64).ravel().tobytes()
 
 
 def _mean_per_group(values: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
