@@ -304,7 +304,7 @@ def test_default_reference_leaves_out_renamed_predicted_cells(held_out):
     """A new AnnData whose cells are the model's own under other names: the predicted cells
     stay out of the default reference (they moved the prediction by up to 0.09 before)."""
     _, train, model = held_out
-    t0_control = np.flatnonzero(((train.obs.cell_type == "t0") & (train.obs.condition == "c0")))
+    t0_control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
     kwargs = {"indices": t0_control, "target_condition": "c1", "method": "neuron_edit"}
     expected = model.predict(sample=False, **kwargs).X
     renamed = train.copy()

@@ -60,8 +60,9 @@ class TRVAE(
 ):
     """Transfer VAE (trVAE) :cite:p:`Lotfollahi2020`.
 
-    A conditional VAE whose first decoder layer ``y = g1(z, s)`` is made condition-invariant
-    by a maximum mean discrepancy (MMD) penalty. Cells encoded with their own condition and
+    A conditional VAE made condition-invariant by a maximum mean discrepancy (MMD) penalty:
+    on the first decoder layer ``y = g1(z, s)`` with ``mmd_on="y"``, as in the paper, or on
+    the latent space z with ``mmd_on="z"``, the default. Cells encoded with their own condition and
     decoded with another are predictions of how they would look in that condition, also for
     (cell type, condition) pairs never seen in training.
 
@@ -103,10 +104,12 @@ class TRVAE(
         ``"y"``: MMD on the first decoder layer, as the trVAE paper puts it. ``"z"`` (the
         default): on the latent space. Chosen by ``benchmarks/tune_defaults.py`` on tuning
         tasks only (Kang SeuratData subset, 9 cell types; glioblastoma patients PW030,
-        PW032): with MMD on z and the default prediction, predictions beat the mean-shift
-        baseline on both R² of the top-100-DEG means and the change correlation in 11 of 11
-        tasks; with MMD on y in at most 10. ``benchmarks/holdout.py`` compares both on other
-        data (``docs/benchmarks.md``). ``beta=0`` gives a plain CVAE.
+        PW032): with MMD on z and the predictor then default (NeuronEdit, shrunk a quarter),
+        predictions beat the mean-shift baseline on both R² of the top-100-DEG means and the
+        change correlation in 11 of 11 tasks, with MMD on y in at most 10; the predictor
+        chosen afterwards, on models with MMD on z, did so in 10 of 11.
+        ``benchmarks/holdout.py`` compares both on other data (``docs/benchmarks.md``).
+        ``beta=0`` gives a plain CVAE.
     kernel_widths
         Squared bandwidths of the multi-scale RBF kernel (the paper's 19 values by default).
     mse_output_activation

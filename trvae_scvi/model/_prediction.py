@@ -151,16 +151,18 @@ class PredictionMixin:
             ``calibration_weight``; with ``shrinkage > 0``, ``"transfer"`` needs reference
             cells too).
         sample
-            Draw each cell's prediction (the default) instead of returning its expected
-            value: expected values shrink the per-gene variance; draws restore it.
-            ``"nb"``/``"zinb"`` draw from the likelihood (torch's random state, set by
-            ``scvi.settings.seed``), which moves the per-gene means of the log-normalised
-            values (Jensen's inequality; draws still beat expected values on the count form of
-            the tuning tasks). ``"mse"`` keeps the decoder's error on the predicted cells, their
-            residual ``x - g(z, s)`` from the reconstruction in the condition they were encoded
-            with: draws add each cell's own residual (the noise of real cells; genes with zeros
-            keep them; nothing is clipped), expected values its per-gene mean over the
-            predicted cells of the same source condition, so both have the same means.
+            ``True`` (the default) gives each cell its own variation instead of its expected
+            value, whose per-gene variance is too small. Count models draw (torch's random
+            state, set by ``scvi.settings.seed``): from the model's likelihood for one method
+            without shrinkage, otherwise from a negative binomial around the expected counts
+            with the target condition's dispersion (a ``"zinb"`` model's zero inflation is not
+            drawn again). Count draws move the per-gene means of the log-normalised values
+            (Jensen's inequality; they still beat expected values on the count form of the
+            tuning tasks). ``"mse"`` models draw nothing: they keep the decoder's error on the
+            predicted cells, their residual ``x - g(z, s)`` from the reconstruction in the
+            condition they were encoded with, and add each cell's own residual
+            (deterministic; nothing is clipped), or with ``sample=False`` its per-gene mean
+            over the predicted cells of the same source condition, so both have the same means.
         target_sum
             Count models: total counts per cell of ``layers["log_normalized"]``; ``None`` uses
             the median library size of the model's training cells.
