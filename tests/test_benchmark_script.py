@@ -23,6 +23,7 @@ def load(name: str):
     return module
 
 
+@pytest.mark.shared_data
 def test_holdout_benchmark_runs_end_to_end(tmp_path):
     benchmark = load("holdout")
     from perturbation_data import DATASETS
@@ -63,6 +64,7 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     assert (tmp_path / "holdout_glioblastoma_log_PW034.png").stat().st_size > 0
 
 
+@pytest.mark.shared_data
 def test_tuning_runs_and_picks_a_default(tmp_path, monkeypatch):
     tuning = load("tune_defaults")
     tiny = {"hidden_sizes": (32,), "n_latent": 4}
@@ -135,6 +137,7 @@ def test_large_data_benchmark_small_version(tmp_path):
     assert "one training epoch" in (tmp_path / "large_data.md").read_text()
 
 
+@pytest.mark.shared_data
 def test_cross_donor_benchmark_runs(tmp_path):
     load("cross_donor").main(
         ["--seeds", "0", "--cell-types", "B cells", "--donors", "101", "--likelihoods", "nb"]

@@ -141,6 +141,7 @@ def _installed(module: str) -> bool:
         return False
 
 
+@pytest.mark.shared_data  # the several-conditions tutorial reads it
 def test_docs_build(tmp_path):
     """The documented build command, warnings as errors, tutorials executed with few epochs."""
     missing = [m for m in DOCS_MODULES if not _installed(m)]
