@@ -111,3 +111,36 @@ def test_metrics_reject_mismatched_genes(shifted):
             score(control[:, :5], real)
     with pytest.raises(ValueError, match="score the same genes"):
         change_correlation(control[:, :5], real, control)
+
+
+def test_r2_of_means_is_the_squared_pearson_correlation_of_gene_means():
+    rng = np.random.default_rng(3)
+    predicted = rng.gamma(2.0, 1.0, (40, 25))
+    real = predicted * rng.uniform(0.5, 1.5, 25) + rng.normal(0, 0.3, (40, 25))
+    expected = np.corrcoef(predicted.mean(0), real.mean(0))[0, 1] ** 2
+    assert r2_of_means(predicted, real) == pytest.approx(expected, rel=1e-9)
+    assert r2_of_means(sp.csr_matrix(predicted), real) == pytest.approx(expected, rel=1e-9)
+    # An anti-correlated prediction has the same r² (the papers' score), not a negative one.
+    assert r2_of_means(-predicted, real) == pytest.approx(expected, rel=1e-9)
+
+
+def test_change_correlation_is_the_pearson_correlation_of_the_changes(shifted):
+    control, real, _ = shifted
+    rng = np.random.default_rng(4)
+    predicted = real + rng.normal(0, 0.5, real.shape)
+    expected = np.corrcoef(predicted.mean(0) - control.mean(0), real.mean(0) - control.mean(0))
+    assert change_correlation(predicted, real, control) == pytest.approx(expected[0, 1])
+
+
+def test_top_degs_ranks_down_regulated_genes_too(shifted):
+    control, _, _ = shifted
+    rng = np.random.default_rng(5)
+    stimulated = control.copy()[rng.permutation(len(control))]
+    stimulated[:, 0] = 0.0  # switched off: only a decrease
+    stimulated[:, 1] += 3.0  # an increase beside it
+    adata = AnnData(
+        np.log1p(np.vstack([control, stimulated])),
+        obs=pd.DataFrame({"condition": ["ctrl"] * len(control) + ["stim"] * len(stimulated)}),
+    )
+    adata.var_names = [f"g{i}" for i in range(adata.n_vars)]
+    assert set(top_degs(adata, "condition", "stim", "ctrl", n_genes=2)) == {"g0", "g1"}
