@@ -276,14 +276,14 @@ def test_several_methods_average_and_are_the_mse_default(held_out):
 
 @pytest.mark.parametrize("n_neighbors", [None, 5])
 def test_calibrated_decodes_the_reference_in_chunks(held_out, monkeypatch, n_neighbors):
-    from trvae_scvi.model import _prediction
+    from trvae_scvi.model import _predictors
 
     _, train, model = held_out
     control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
     options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
     options.update(method="calibrated", n_neighbors=n_neighbors, sample=False)
     whole = model.predict(**options).X
-    monkeypatch.setattr(_prediction, "REFERENCE_CHUNK", 7)  # not a divisor of the reference
+    monkeypatch.setattr(_predictors, "REFERENCE_CHUNK", 7)  # not a divisor of the reference
     np.testing.assert_allclose(model.predict(**options).X, whole, rtol=1e-5, atol=1e-6)
 
 
@@ -343,3 +343,22 @@ def test_reference_conditions_never_let_the_predicted_types_response_leak(three_
     np.testing.assert_allclose(by_default, explicit, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"holds 'c2' cells of \['t0'\].*would leak"):
         model.predict(reference_indices=np.arange(adata.n_obs), **kwargs)
+
+
+def test_a_new_method_is_one_class_and_one_registry_line(held_out, monkeypatch):
+    """The interface: a method that decodes each cell's z with its own condition, registered
+    by name, gives back the cells themselves (mse: decoded plus each cell's own residual)."""
+    from trvae_scvi.model import _predictors
+
+    class Unchanged(_predictors.Predictor):
+        def decoding(self, cells):
+            return self.source_code, {"z": cells["z"]}
+
+    monkeypatch.setitem(_predictors.PREDICTORS, "unchanged", Unchanged)
+    _, train, model = held_out
+    control = np.flatnonzero((train.obs.condition == "c0").to_numpy())
+    predicted = model.predict(
+        indices=control, target_condition="c1", method="unchanged", shrinkage=0.0
+    )
+    np.testing.assert_allclose(predicted.X, train.X[control].toarray(), atol=1e-5)
+    assert predicted.uns["trVAE_predict"]["method"] == "unchanged"

@@ -1,9 +1,11 @@
-"""TRVAE.predict: one small function per algorithm around the shared encoding and decoding."""
+"""TRVAE.predict: check the settings, build the reference, ask the methods, convert once.
+
+The methods themselves are the classes of :mod:`._predictors`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -14,20 +16,17 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial
 
-from trvae_scvi.nn import neuron_edit
-
 from ._outputs import Cells
+from ._predictors import PREDICTORS, MeanShift, ModelSpace, Predictor, Reference, Settings
 from ._validation import check_choice, check_indices
 
 Method = Literal["neuron_edit", "calibrated", "transfer", "latent_shift"]
-METHODS = ("calibrated", "transfer", "latent_shift", "neuron_edit")
 # Chosen on the tuning tasks of benchmarks/tune_defaults.py (see docs/method.md), per form: the
 # average was screened on log data only, so count models keep NeuronEdit alone.
 DEFAULT_METHODS = {"mse": ("neuron_edit", "calibrated"), "counts": ("neuron_edit",)}
 DEFAULT_CALIBRATION_WEIGHT = 1.0
 DEFAULT_NEIGHBORS = None
 DEFAULT_NEURON_EDIT_SHRINKAGE = 0.25
-REFERENCE_CHUNK = 8192  # reference cells decoded at once by "calibrated"
 
 
 class PredictionMixin:
@@ -198,241 +197,122 @@ class PredictionMixin:
         ... )
 
         """
-        if method is None:
-            method = DEFAULT_METHODS["counts" if self.module.is_count_model else "mse"]
-        methods = tuple(method) if isinstance(method, list | tuple) else (method,)
-        settings = _method_settings(
-            methods, sample, calibration_weight, n_neighbors, neuron_edit_layer, n_percentiles,
-            shrinkage,
-        )  # fmt: skip
-        shrinkage = settings["shrinkage"]
+        default = DEFAULT_METHODS["counts" if self.module.is_count_model else "mse"]
+        settings = _check_settings(
+            default if method is None else method,
+            sample=sample,
+            calibration_weight=calibration_weight,
+            n_neighbors=n_neighbors,
+            neuron_edit_layer=neuron_edit_layer,
+            n_percentiles=n_percentiles,
+            shrinkage=shrinkage,
+        )
         adata, indices = self._prepare(adata, indices)
         target_code = self._condition_code(target_condition, "target_condition")
-        own = adata.obs[self.condition_key].iloc[indices].astype(str).to_numpy()
         source_code = None if source_condition is None else self._condition_code(source_condition)
-        source_condition = None if source_code is None else self.conditions[source_code]
-        target_sum = float(target_sum or self.median_library_size_)
-        fixed_pair = None
+        pair = None
         if reference_conditions is not None:
-            fixed_pair = tuple(
+            pair = tuple(
                 self._condition_code(c, "reference_conditions") for c in reference_conditions
             )
-        residual = not self.module.is_count_model
-        cells = self._encode(adata, indices, source_code, batch_size, residual)
-        codes = (
-            self._registered_codes(adata)[indices]
-            if source_code is None
-            else np.full(len(indices), source_code)
+        space = ModelSpace(
+            decode_loop=self._decode,
+            matrix_of=self._registered_matrix,
+            is_count_model=self.module.is_count_model,
+            target_sum=float(target_sum or self.median_library_size_),
+            batch_size=batch_size,
         )
-        if residual and not sample:
+        cells = self._encode(adata, indices, source_code, batch_size, not space.is_count_model)
+        codes = self._registered_codes(adata)[indices]
+        if source_code is not None:
+            codes = np.full(len(indices), source_code)
+        if not space.is_count_model and not sample:
             cells["residual"] = _mean_per_group(cells["residual"], codes)
-
-        def reference(code: int) -> _Reference:
-            """The reference of cells of condition ``code``, encoded once."""
-            pair = fixed_pair or (code, target_code)
-            groups = self._reference_cells(
-                adata, indices, reference_indices, cell_type_key, pair, target_code
-            )
-            return _Reference(
-                adata=groups[0][0],
-                rows=(groups[0][1], groups[1][1]),
-                codes=pair,
-                encoded=tuple(self._encode(*group, None, batch_size) for group in groups),
-                types=tuple(self._types(groups, cell_type_key)),
-            )
-
-        log = self._log_space(target_sum)
-
-        def decoding(group: Cells, ref: _Reference, code: int, method: str) -> tuple[int, Cells]:
-            """The condition and the z or y to decode cells of condition ``code`` with."""
-            if method == "transfer":
-                return target_code, {"z": group["z"]}
-            return self._edit(
-                method, group, ref, code, target_code, neuron_edit_layer, n_percentiles
-            )
-
-        def expected(
-            rows, group, ref, code, method, weight=calibration_weight, neighbors=n_neighbors
-        ) -> np.ndarray:
-            """``method``'s expected prediction of ``indices[rows]`` in log space.
-
-            ``weight``/``neighbors``: those of ``"calibrated"`` (the shrinkage's target is
-            ``"calibrated"`` with weight 0 over the whole reference).
-            """
-            if method == "calibrated":
-                return self._calibrated(
-                    adata, indices[rows], group, ref, code, target_code, weight, neighbors,
-                    target_sum, batch_size,
-                )  # fmt: skip
-            decode_code, decode_input = decoding(group, ref, code, method)
-            return log(
-                self._decode(group["library"], decode_code, batch_size, **decode_input), group
-            )
-
-        if methods == ("transfer",) and not shrinkage:  # the one method without reference cells
-            prediction = self._decode(
-                cells["library"], target_code, batch_size, sample, cells.get("residual"),
-                z=cells["z"],
-            )  # fmt: skip
-        else:
-            prediction = np.empty((len(indices), self.module.n_input), dtype=np.float32)
-            for code in np.unique(codes):  # each source condition among the cells
-                code = int(code)
-                rows = np.flatnonzero(codes == code)
-                group = {k: v[rows] for k, v in cells.items()}
-                ref = reference(code)
-                if not shrinkage and len(methods) == 1 and methods[0] != "calibrated":
-                    decode_code, decode_input = decoding(group, ref, code, methods[0])
-                    prediction[rows] = self._decode(
-                        group["library"], decode_code, batch_size, sample, group.get("residual"),
-                        **decode_input,
-                    )  # fmt: skip
-                    continue
-                mixed = np.mean([expected(rows, group, ref, code, m) for m in methods], axis=0)
-                if shrinkage:
-                    shift = expected(rows, group, ref, code, "calibrated", 0.0, None)
-                    mixed = (1 - shrinkage) * mixed + shrinkage * shift
-                prediction[rows] = self._from_log_space(
-                    mixed, group, sample, target_code, target_sum
+        methods = [PREDICTORS[name] for name in settings.methods]
+        needs_reference = settings.shrinkage > 0 or any(m.needs_reference for m in methods)
+        prediction = np.empty((len(indices), self.module.n_input), dtype=np.float32)
+        for code, rows in _groups(codes, by_condition=needs_reference):
+            group = {key: values[rows] for key, values in cells.items()}
+            if space.is_count_model:
+                real = space.real(adata, indices[rows])
+                group["real_mean"] = torch.as_tensor(np.asarray(real.mean(0)).ravel())
+            reference = None
+            if needs_reference:
+                reference = self._reference(
+                    adata,
+                    indices,
+                    reference_indices=reference_indices,
+                    cell_type_key=cell_type_key,
+                    pair=pair or (code, target_code),
+                    prediction_target=target_code,
+                    batch_size=batch_size,
                 )
+            fitted = [m(settings).fit(reference, space, code, target_code) for m in methods]
+            prediction[rows] = self._predict_cells(fitted, group, reference, space, settings)
         return self._prediction_anndata(
-            adata, indices, own, prediction, cells["library"], target_condition,
-            source_condition, target_sum, **settings,
-        )  # fmt: skip
-
-    def _edit(
-        self,
-        method: str,
-        cells: Cells,
-        reference: _Reference,
-        source_code: int,
-        target_code: int,
-        neuron_edit_layer: str,
-        n_percentiles: int,
-    ) -> tuple[int, Cells]:
-        """The condition and the edited z or y to decode cells of one source condition with."""
-        source, target = reference.encoded
-        if method == "latent_shift":
-            shift = _latent_shift(source, target, *reference.types)
-            return source_code, {"z": cells["z"] + shift}
-        edited = neuron_edit(
-            cells[neuron_edit_layer].numpy(),
-            source[neuron_edit_layer].numpy(),
-            target[neuron_edit_layer].numpy(),
-            n_percentiles,
+            adata, indices, prediction, cells["library"], target_code, source_code, space, settings
         )
-        # An edited z is decoded through g1 with the source condition; an edited y is already
-        # the target's MMD-layer output.
-        code = source_code if neuron_edit_layer == "z" else target_code
-        return code, {neuron_edit_layer: torch.as_tensor(edited)}
 
-    def _calibrated(
+    def _predict_cells(
         self,
-        adata: AnnData,
-        indices: np.ndarray,
+        predictors: list[Predictor],
         cells: Cells,
-        reference: _Reference,
-        source_code: int,
-        target_code: int,
-        weight: float,
-        n_neighbors: int | None,
-        target_sum: float,
-        batch_size: int | None,
+        reference: Reference | None,
+        space: ModelSpace,
+        settings: Settings,
     ) -> np.ndarray:
-        """Own-condition profile + real reference change + weighted model correction.
+        """One source condition's cells: average, shrink, then the one conversion to output."""
+        decoding = predictors[0].decoding(cells) if len(predictors) == 1 else None
+        if decoding is not None and not settings.shrinkage:
+            # A lone method that only changes what is decoded: decode, and draw, directly.
+            code, inputs = decoding
+            return space.decode(cells, code, sample=settings.sample, residual=True, **inputs)
+        mixed = np.mean([predictor.transform(cells) for predictor in predictors], axis=0)
+        if settings.shrinkage:
+            source_code, target_code = predictors[0].source_code, predictors[0].target_code
+            shift = MeanShift(settings).fit(reference, space, source_code, target_code)
+            mixed = (1 - settings.shrinkage) * mixed + settings.shrinkage * shift.transform(cells)
+        return self._to_output(mixed, cells, space, settings.sample, predictors[0].target_code)
 
-        In the model's log space (the data for ``mse``; ``log1p(counts / library *
-        target_sum)`` for count models), per cell:
-        ``S + (mean X - mean S) + (R_t - R_s) + w ((T - S) - (T_r - S_r))``, with ``S``/``T``
-        the cell decoded with the source/target condition, ``X`` the cells' real values (so
-        that the decoder's bias on them cancels), ``R_s``/``R_t`` the real mean source/target
-        profiles of the reference and ``T_r - S_r`` the model's mean change for the
-        reference's source cells: over all of them, or with ``n_neighbors`` over each cell's
-        nearest reference cells in z. For ``mse`` models ``mean X - mean S`` is the mean of the
-        cells' residuals, which :meth:`_from_log_space` adds (draws each cell's own:
-        ``S + residual = X``), so it is left out here.
-        """
-        where, (source_rows, target_rows) = reference.adata, reference.rows
-        ref_source_code, ref_target_code = reference.codes
-        source_ref, target_ref = reference.encoded
-        log = self._log_space(target_sum)
-        real_source = self._log_values(where, source_rows, target_sum)
-        real_target = self._log_values(where, target_rows, target_sum)
-        if n_neighbors is None:
-            source_weights = np.full((1, len(source_rows)), 1 / len(source_rows))
-            target_weights = np.full((1, len(target_rows)), 1 / len(target_rows))
-        else:
-            source_weights = _neighbor_weights(cells["z"], source_ref["z"], n_neighbors)
-            target_weights = _neighbor_weights(cells["z"], target_ref["z"], n_neighbors)
-
-        def decoded(group: Cells, code: int) -> np.ndarray:
-            return log(self._decode(group["library"], code, batch_size, z=group["z"]), group)
-
-        own = decoded(cells, source_code)
-        correction = np.asarray(target_weights @ real_target) - np.asarray(
-            source_weights @ real_source
-        )
-        if weight:
-            model_change = decoded(cells, target_code) - own
-            # The reference's model change, weighted, a chunk of reference cells at a time:
-            # decoded whole it would be a dense reference x genes matrix.
-            if sp.issparse(source_weights):
-                source_weights = source_weights.tocsc()
-            ref_model_change = 0.0
-            for start in range(0, len(source_rows), REFERENCE_CHUNK):
-                rows = slice(start, start + REFERENCE_CHUNK)
-                chunk = {key: values[rows] for key, values in source_ref.items()}
-                change = decoded(chunk, ref_target_code) - decoded(chunk, ref_source_code)
-                ref_model_change = ref_model_change + source_weights[:, rows] @ change
-            correction = correction + weight * (model_change - ref_model_change)
-        if not self.module.is_count_model:
-            return own + correction
-        real_own = self._log_values(adata, indices, target_sum)
-        return own + (np.asarray(real_own.mean(0)).ravel() - own.mean(0)) + correction
-
-    def _from_log_space(
-        self,
-        expected: np.ndarray,
-        cells: Cells,
-        sample: bool,
-        target_code: int,
-        target_sum: float,
+    def _to_output(
+        self, expected: np.ndarray, cells: Cells, space: ModelSpace, sample: bool, target_code: int
     ) -> np.ndarray:
-        """Predictions from expected values in the model's log space (see :meth:`_calibrated`).
+        """Predictions from expected values in the model's log space.
 
         ``mse``: plus the cells' residuals. Count models: counts at each cell's library size,
         or negative-binomial draws around them with the target condition's dispersion.
         """
-        if not self.module.is_count_model:
+        if not space.is_count_model:
             return (expected + cells["residual"].numpy()).astype(np.float32)
         size = np.exp(cells["library"].numpy())
-        counts = np.expm1(np.maximum(expected, 0.0)) * size / target_sum
+        counts = np.expm1(np.maximum(expected, 0.0)) * size / space.target_sum
         if not sample:
             return counts.astype(np.float32)
         theta = torch.exp(self.module.px_r[:, target_code].detach().cpu())
         draws = NegativeBinomial(mu=torch.as_tensor(counts), theta=theta).sample()
         return draws.numpy().astype(np.float32)
 
-    def _log_space(self, target_sum: float):
-        """Map expected values of cells to the model's log space (identity for ``mse``)."""
-        if not self.module.is_count_model:
-            return lambda values, cells: values
-        return lambda values, cells: np.log1p(
-            values / np.exp(cells["library"].numpy()) * target_sum
+    def _reference(
+        self,
+        adata: AnnData,
+        indices: np.ndarray,
+        reference_indices: Sequence[int] | None,
+        cell_type_key: str | None,
+        pair: tuple[int, int],
+        prediction_target: int,
+        batch_size: int | None,
+    ) -> Reference:
+        """The reference of one source condition's prediction, encoded once."""
+        groups = self._reference_cells(
+            adata, indices, reference_indices, cell_type_key, pair, prediction_target
         )
-
-    def _log_values(self, adata: AnnData, rows: np.ndarray, target_sum: float) -> sp.csr_matrix:
-        """Real values of cells in the model's log space, sparse (log1p keeps zeros at 0)."""
-        matrix, _ = self._registered_matrix(adata)
-        values = matrix[np.sort(rows)][np.argsort(np.argsort(rows))]
-        values = (
-            values.astype(np.float64) if sp.issparse(values) else np.asarray(values, np.float64)
+        return Reference(
+            adata=groups[0][0],
+            rows=(groups[0][1], groups[1][1]),
+            codes=pair,
+            encoded=tuple(self._encode(where, rows, None, batch_size) for where, rows in groups),
+            types=tuple(self._types(groups, cell_type_key)),
         )
-        values = sp.csr_matrix(values)
-        if self.module.is_count_model:
-            library = np.maximum(np.asarray(values.sum(axis=1)).ravel(), 1.0)
-            values = sp.csr_matrix(sp.diags(target_sum / library) @ values).log1p()
-        return values
 
     def _registered_codes(self, adata: AnnData) -> np.ndarray:
         manager = self.get_anndata_manager(adata)
@@ -526,82 +406,52 @@ class PredictionMixin:
         self,
         adata: AnnData,
         indices: np.ndarray,
-        own: np.ndarray,
         prediction: np.ndarray,
         library: torch.Tensor,
-        target_condition: str,
-        source_condition: str | None,
-        target_sum: float | None,
-        **method_settings,
+        target_code: int,
+        source_code: int | None,
+        space: ModelSpace,
+        settings: Settings,
     ) -> AnnData:
         """The prediction as a new AnnData, with obs, var and what was done in ``uns``."""
         obs = adata.obs.iloc[indices].copy()
+        own = obs[self.condition_key].astype(str).to_numpy()
         obs = obs.drop(columns=[c for c in obs.columns if c.startswith("_scvi")])
+        source = None if source_code is None else self.conditions[source_code]
         obs[f"{self.condition_key}_source"] = pd.Categorical(
-            own if source_condition is None else np.full(len(obs), source_condition)
+            own if source is None else np.full(len(obs), source)
         )
-        target_condition = self.conditions[self._condition_code(target_condition)]
-        obs[self.condition_key] = pd.Categorical(
-            [target_condition] * len(obs), categories=self.conditions
-        )
+        target = self.conditions[target_code]
+        obs[self.condition_key] = pd.Categorical([target] * len(obs), categories=self.conditions)
         columns = self.get_setup_arg("condition_key")
         if not isinstance(columns, str) and len(columns) > 1:  # combined from several columns
             combined = self.adata.obs[[*columns, self.condition_key]].astype(str)
-            parts = combined[combined[self.condition_key] == target_condition]
+            parts = combined[combined[self.condition_key] == target]
             for column in columns:
                 obs[column] = parts[column].iloc[0] if len(parts) else obs[column]
         predicted = AnnData(X=prediction, obs=obs, var=adata.var.copy())
-        settings = {
-            **method_settings,
-            "target_condition": target_condition,
-            "source_condition": "own" if source_condition is None else source_condition,
+        record = {
+            **_settings_record(settings),
+            "target_condition": target,
+            "source_condition": "own" if source is None else source,
             "condition_key": self.condition_key,
             "model_settings": {
                 k: _uns_safe(v) for k, v in self.init_params_["non_kwargs"].items()
             },
         }
-        if self.module.is_count_model:
-            target_sum = float(target_sum or self.median_library_size_)
+        if space.is_count_model:
             size = torch.exp(library).numpy()
-            predicted.layers["log_normalized"] = np.log1p(prediction / size * target_sum)
-            settings["target_sum"] = target_sum
-        predicted.uns["trVAE_predict"] = settings
+            predicted.layers["log_normalized"] = np.log1p(prediction / size * space.target_sum)
+            record["target_sum"] = space.target_sum
+        predicted.uns["trVAE_predict"] = record
         return predicted
 
 
-@dataclass(frozen=True)
-class _Reference:
-    """Reference cells of the source and target conditions, encoded once.
-
-    ``rows``, ``encoded`` and ``types`` are (source, target) pairs: the cells' positions in
-    ``adata``, their z, y and library, and their cell types (``None`` without a key).
-    """
-
-    adata: AnnData
-    rows: tuple[np.ndarray, np.ndarray]
-    codes: tuple[int, int]
-    encoded: tuple[Cells, Cells]
-    types: tuple[np.ndarray | None, np.ndarray | None]
-
-
-def _latent_shift(
-    source: Cells, target: Cells, source_types: np.ndarray | None, target_types: np.ndarray | None
-) -> torch.Tensor:
-    """Mean z of the target minus the source cells; over types present in both, if known."""
-    if source_types is None:
-        return target["z"].mean(0) - source["z"].mean(0)
-    shared = sorted(set(source_types) & set(target_types))
-    if not shared:
-        raise ValueError(
-            "No cell type of the reference has cells of both conditions; latent_shift with "
-            "cell_type_key needs at least one."
-        )
-    return torch.stack(
-        [
-            target["z"][target_types == t].mean(0) - source["z"][source_types == t].mean(0)
-            for t in shared
-        ]
-    ).mean(0)
+def _groups(codes: np.ndarray, *, by_condition: bool) -> list[tuple[int | None, np.ndarray]]:
+    """The cells' rows per source condition, or all in one group (no reference needed)."""
+    if not by_condition:
+        return [(None, np.arange(len(codes)))]
+    return [(int(code), np.flatnonzero(codes == code)) for code in np.unique(codes)]
 
 
 def _same_rows(matrix, rows) -> np.ndarray:
@@ -656,39 +506,25 @@ def _uns_safe(value):
     return value
 
 
-def _neighbor_weights(query: torch.Tensor, reference: torch.Tensor, k: int) -> sp.csr_matrix:
-    """Rows of ``1 / k`` on each query cell's ``k`` nearest reference cells (Euclidean)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    k = min(int(k), len(reference))
-    search = NearestNeighbors(n_neighbors=k).fit(reference.numpy())
-    _, nearest = search.kneighbors(query.numpy())
-    rows = np.repeat(np.arange(len(query)), k)
-    return sp.csr_matrix(
-        (np.full(rows.size, 1 / k), (rows, nearest.ravel())), shape=(len(query), len(reference))
-    )
-
-
-def _method_settings(
-    methods: tuple[str, ...],
+def _check_settings(
+    method: str | Sequence[str],
+    *,
     sample: bool,
     calibration_weight: float,
     n_neighbors: int | None,
     neuron_edit_layer: str,
     n_percentiles: int,
     shrinkage: float | None,
-) -> dict:
-    """Check a prediction's settings; return those that ``uns["trVAE_predict"]`` records.
-
-    ``shrinkage=None`` is resolved to the methods' default.
-    """
+) -> Settings:
+    """Check a prediction's settings; ``shrinkage=None`` becomes the methods' default."""
+    methods = tuple(method) if isinstance(method, list | tuple) else (method,)
     if not methods or len(set(methods)) < len(methods):
         raise ValueError(
             f"method={list(methods)!r} must name one method, or several different ones to "
-            f"average, among {list(METHODS)}."
+            f"average, among {list(PREDICTORS)}."
         )
-    for method in methods:
-        check_choice("method", method, METHODS)
+    for name in methods:
+        check_choice("method", name, tuple(PREDICTORS))
     check_choice("neuron_edit_layer", neuron_edit_layer, ("y", "z"))
     if not 0 <= calibration_weight <= 1:
         raise ValueError(f"calibration_weight={calibration_weight!r} must lie in [0, 1].")
@@ -701,11 +537,27 @@ def _method_settings(
             f"shrinkage={shrinkage!r} must lie in [0, 1] (0: the method's own prediction, "
             "1: each cell plus the reference's mean change), or be None for the default."
         )
-    method = methods[0] if len(methods) == 1 else list(methods)
-    settings = {"method": method, "sample": sample, "shrinkage": float(shrinkage)}
-    if "calibrated" in methods:
-        neighbors = "all" if n_neighbors is None else int(n_neighbors)  # h5ad stores no None
-        settings.update(calibration_weight=calibration_weight, n_neighbors=neighbors)
-    if "neuron_edit" in methods:
-        settings.update(neuron_edit_layer=neuron_edit_layer, n_percentiles=n_percentiles)
-    return settings
+    return Settings(
+        methods=methods,
+        sample=sample,
+        shrinkage=float(shrinkage),
+        calibration_weight=calibration_weight,
+        n_neighbors=None if n_neighbors is None else int(n_neighbors),
+        neuron_edit_layer=neuron_edit_layer,
+        n_percentiles=n_percentiles,
+    )
+
+
+def _settings_record(settings: Settings) -> dict:
+    """What ``uns["trVAE_predict"]`` records of the settings: each method's own ones."""
+    methods = settings.methods
+    record = {
+        "method": methods[0] if len(methods) == 1 else list(methods),
+        "sample": settings.sample,
+        "shrinkage": settings.shrinkage,
+    }
+    for name in methods:
+        record.update({key: getattr(settings, key) for key in PREDICTORS[name].recorded})
+    if "n_neighbors" in record and record["n_neighbors"] is None:
+        record["n_neighbors"] = "all"  # h5ad stores no None
+    return record
