@@ -117,9 +117,19 @@ def test_kl_weight_comes_from_the_caller():
     assert torch.allclose(large.loss - small.loss, (1.0 - 1e-3) * kl, atol=1e-4)
 
 
-def test_unknown_recon_loss():
-    with pytest.raises(ValueError, match="recon_loss='poisson'"):
-        module(recon_loss="poisson")
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("recon_loss", "poisson"),
+        ("mmd_on", "foo"),
+        ("loss_reduction", "max"),
+        ("normalization", "group"),
+        ("mse_output_activation", "tanh"),
+    ],
+)
+def test_unknown_choice_is_refused_by_the_module_itself(argument, value):
+    with pytest.raises(ValueError, match=rf"{argument}='{value}' is not supported; choose"):
+        module(**{argument: value})
 
 
 def test_sample_needs_a_count_likelihood():

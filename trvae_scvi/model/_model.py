@@ -23,8 +23,8 @@ from scvi.model.base import (
 from scvi.utils._docstrings import devices_dsp
 
 from trvae_scvi.module import TRVAEModule
-from trvae_scvi.module._module import ReconLoss
-from trvae_scvi.nn import ACTIVATIONS, PAPER_KERNEL_WIDTHS
+from trvae_scvi.module._module import ReconLoss, check_module_choices
+from trvae_scvi.nn import PAPER_KERNEL_WIDTHS
 
 from ._data_splitting import ConditionBalancedDataSplitter
 from ._inherited import InheritedMethodsMixin
@@ -173,13 +173,15 @@ class TRVAE(
         condition_encoding: Literal["joint", "additive"] = "joint",
     ):
         super().__init__(adata)
-        check_choice("recon_loss", recon_loss, ("mse", "nb", "zinb"))
-        check_choice("loss_reduction", loss_reduction, ("sum", "mean"))
-        check_choice("mmd_on", mmd_on, ("y", "z"))
-        check_choice("normalization", normalization, ("batch", "layer", "none"))
-        check_choice("activation", activation, tuple(ACTIVATIONS))
-        check_choice("mse_output_activation", mse_output_activation, ("relu", "linear"))
-        check_choice("architecture", architecture, ("mlp", "conv"))
+        check_module_choices(
+            recon_loss=recon_loss,
+            loss_reduction=loss_reduction,
+            mmd_on=mmd_on,
+            normalization=normalization,
+            activation=activation,
+            mse_output_activation=mse_output_activation,
+            architecture=architecture,
+        )
         check_choice("condition_encoding", condition_encoding, ("joint", "additive"))
         if hidden_sizes is None:
             hidden_sizes = (32, 128) if architecture == "conv" else (800, 800, 128)

@@ -14,6 +14,7 @@ from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
 from trvae_scvi.nn import (
+    ACTIVATIONS,
     ConditionalImageLayer,
     ConditionalMLP,
     ConvDecoder,
@@ -23,6 +24,27 @@ from trvae_scvi.nn import (
 )
 
 ReconLoss = Literal["mse", "nb", "zinb"]
+
+
+def check_module_choices(**settings: str) -> None:
+    """Raise for a setting of :class:`TRVAEModule` that is not one of its choices.
+
+    :class:`~trvae_scvi.TRVAE` calls it before scanning the data, the module when built.
+    """
+    choices = {
+        "normalization": ("batch", "layer", "none"),
+        "activation": tuple(ACTIVATIONS),
+        "recon_loss": ("mse", "nb", "zinb"),
+        "loss_reduction": ("sum", "mean"),
+        "mmd_on": ("y", "z"),
+        "mse_output_activation": ("relu", "linear"),
+        "architecture": ("mlp", "conv"),
+    }
+    for name, value in settings.items():
+        if value not in choices[name]:
+            raise ValueError(
+                f"{name}={value!r} is not supported; choose one of {list(choices[name])}."
+            )
 
 
 class TRVAEModule(BaseModuleClass):
@@ -126,14 +148,15 @@ class TRVAEModule(BaseModuleClass):
         image_shape: tuple[int, int, int] | None,
     ):
         super().__init__()
-        if loss_reduction not in ("sum", "mean"):
-            raise ValueError(
-                f"loss_reduction={loss_reduction!r} is not supported; use 'sum' or 'mean'."
-            )
-        if recon_loss not in ("mse", "nb", "zinb"):
-            raise ValueError(
-                f"recon_loss={recon_loss!r} is not supported; use 'mse', 'nb' or 'zinb'."
-            )
+        check_module_choices(
+            normalization=normalization,
+            activation=activation,
+            recon_loss=recon_loss,
+            loss_reduction=loss_reduction,
+            mmd_on=mmd_on,
+            mse_output_activation=mse_output_activation,
+            architecture=architecture,
+        )
         self.n_input = n_input
         self.n_conditions = n_conditions
         self.n_latent = n_latent
