@@ -273,9 +273,20 @@ def test_prediction_methods(nk_holdout, nk_mmd_on_y, method, options):
 
 def test_reference_methods_need_both_conditions_and_take_mixed_cells(nk_holdout):
     _, train, model = nk_holdout
-    for method in ("latent_shift", "neuron_edit"):
-        mixed = model.predict(indices=np.arange(100), target_condition="stimulated", method=method)
+    # Cells of both conditions: each condition's cells are predicted from their own source
+    # condition, exactly as if predicted alone with the same reference.
+    cells, reference = np.arange(100), np.arange(100, train.n_obs)
+    own = train.obs.condition.to_numpy()[cells]
+    assert len(set(own)) == 2
+    for method in ("latent_shift", "neuron_edit", "calibrated"):
+        kwargs = {"target_condition": "stimulated", "method": method, "sample": False}
+        mixed = model.predict(indices=cells, reference_indices=reference, **kwargs)
         assert mixed.shape == (100, train.n_vars) and np.isfinite(mixed.X).all()
+        for condition in set(own):
+            alone = model.predict(
+                indices=cells[own == condition], reference_indices=reference, **kwargs
+            )
+            np.testing.assert_allclose(mixed.X[own == condition], alone.X, rtol=1e-5, atol=1e-6)
     control = np.flatnonzero((train.obs.condition == "control").to_numpy())
     with pytest.raises(ValueError, match="holds 0 cells of the target condition"):
         model.predict(

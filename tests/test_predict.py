@@ -362,3 +362,60 @@ def test_a_new_method_is_one_class_and_one_registry_line(held_out, monkeypatch):
     )
     np.testing.assert_allclose(predicted.X, train.X[control].toarray(), atol=1e-5)
     assert predicted.uns["trVAE_predict"]["method"] == "unchanged"
+
+
+def test_count_calibrated_matches_its_formula(count_model):
+    """Per cell, in log1p(counts / library * target_sum) space: S + (mean X - mean S)
+    + (R_t - R_s) + w ((T - S) - mean(T_r - S_r)), then counts at the cell's library."""
+    model, weight = count_model, 0.5
+    adata, target_sum = model.adata, model.median_library_size_
+    counts = adata.layers["counts"].toarray()
+    library = np.maximum(counts.sum(1, keepdims=True), 1)
+    condition, cell_type = adata.obs.condition.to_numpy(), adata.obs.cell_type.to_numpy()
+    cells = np.flatnonzero((condition == "c0") & (cell_type == "t0"))
+    reference = np.flatnonzero(cell_type == "t1")
+    ref_source, ref_target = (reference[condition[reference] == c] for c in ("c0", "c1"))
+    real = np.log1p(counts / library * target_sum)
+
+    def decoded(target, rows):
+        expected = model.get_corrected_expression(target, indices=rows)
+        return np.log1p(expected / library[rows] * target_sum)
+
+    own, moved = decoded("c0", cells), decoded("c1", cells)
+    ref_change = (decoded("c1", ref_source) - decoded("c0", ref_source)).mean(0)
+    expected_log = (
+        own
+        + (real[cells].mean(0) - own.mean(0))
+        + (real[ref_target].mean(0) - real[ref_source].mean(0))
+        + weight * ((moved - own) - ref_change)
+    )
+    expected = np.expm1(np.maximum(expected_log, 0)) * library[cells] / target_sum
+    predicted = model.predict(
+        indices=cells,
+        target_condition="c1",
+        method="calibrated",
+        calibration_weight=weight,
+        reference_indices=reference,
+        sample=False,
+    )
+    np.testing.assert_allclose(predicted.X, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_calibrated_neighbours_weigh_the_nearest_reference_cells(count_model):
+    model = count_model
+    condition, cell_type = model.adata.obs.condition, model.adata.obs.cell_type
+    cells = np.flatnonzero((condition == "c0") & (cell_type == "t0"))
+    reference = np.flatnonzero(cell_type == "t1")
+    kwargs = {
+        "indices": cells,
+        "target_condition": "c1",
+        "method": "calibrated",
+        "reference_indices": reference,
+        "sample": False,
+    }
+    whole = model.predict(**kwargs).X
+    # As many neighbours as reference cells: every reference cell, weighted alike.
+    every = model.predict(n_neighbors=len(reference), **kwargs).X
+    np.testing.assert_allclose(every, whole, rtol=1e-5, atol=1e-6)
+    assert model.predict(n_neighbors=3, **kwargs).uns["trVAE_predict"]["n_neighbors"] == 3
+    assert not np.allclose(model.predict(n_neighbors=3, **kwargs).X, whole, atol=1e-3)
