@@ -47,6 +47,16 @@ def _seed():
     scvi.settings.seed = 0
 
 
+@pytest.fixture
+def unfloored(monkeypatch):
+    """Outputs before the step that keeps them in the data's domain (no flooring at 0).
+
+    For tests of the linear algebra of the methods (means, mixes, residuals), which the
+    floor would blur; ``tests/test_predict.py`` tests the floor itself.
+    """
+    monkeypatch.setattr(trvae_scvi.TRVAE, "_in_data_domain", lambda self, values: values)
+
+
 @pytest.fixture(scope="session")
 def kang_file() -> AnnData:
     return trvae_scvi.datasets.kang2018()

@@ -300,7 +300,7 @@ def test_reference_methods_need_both_conditions_and_take_mixed_cells(nk_holdout)
 
 
 @pytest.mark.parametrize("method", ["neuron_edit", "calibrated", "transfer"])
-def test_sampled_prediction_restores_variance_and_keeps_means(nk_holdout, method):
+def test_sampled_prediction_restores_variance_and_keeps_means(nk_holdout, method, unfloored):
     adata, train, model = nk_holdout
     is_nk = (train.obs.cell_type == "NK").to_numpy()
     control = np.flatnonzero(is_nk & (train.obs.condition == "control").to_numpy())
@@ -327,7 +327,7 @@ def test_sampled_prediction_restores_variance_and_keeps_means(nk_holdout, method
     np.testing.assert_array_equal(model.predict(sample=True, **kwargs).X, drawn.X)
 
 
-def test_calibrated_with_weight_zero_is_the_mean_shift(nk_holdout):
+def test_calibrated_with_weight_zero_is_the_mean_shift(nk_holdout, unfloored):
     adata, train, model = nk_holdout
     is_nk = (train.obs.cell_type == "NK").to_numpy()
     control = np.flatnonzero(is_nk & (train.obs.condition == "control").to_numpy())
@@ -359,7 +359,7 @@ def test_calibrated_with_weight_zero_is_the_mean_shift(nk_holdout):
     )
 
 
-def test_calibrated_predicts_every_cell_of_mixed_conditions(nk_holdout):
+def test_calibrated_predicts_every_cell_of_mixed_conditions(nk_holdout, unfloored):
     _, train, model = nk_holdout
     predicted = model.predict(target_condition="stimulated", method="calibrated", sample=False)
     assert predicted.shape == train.shape and np.isfinite(predicted.X).all()

@@ -187,7 +187,7 @@ def test_latent_shift_is_balanced_over_cell_types(held_out):
 
 
 @pytest.mark.parametrize("method", ["transfer", "neuron_edit", "calibrated"])
-def test_mse_draws_keep_the_expected_means(held_out, method):
+def test_mse_draws_keep_the_expected_means(held_out, method, unfloored):
     _, train, model = held_out
     # Cells of both conditions: each source condition keeps its own mean residual.
     cells = np.flatnonzero((train.obs.cell_type == "t1").to_numpy())
@@ -218,7 +218,7 @@ def test_mse_draws_keep_the_expected_means(held_out, method):
 
 
 @pytest.mark.parametrize("method", ["neuron_edit", "transfer"])
-def test_shrinkage_mixes_the_prediction_with_the_reference_change(held_out, method):
+def test_shrinkage_mixes_the_prediction_with_the_reference_change(held_out, method, unfloored):
     adata, train, model = held_out
     control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
     options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
@@ -254,7 +254,7 @@ def test_shrinkage_defaults_to_a_quarter_for_neuron_edit_only(held_out):
         model.predict(**options, shrinkage=1.5)
 
 
-def test_several_methods_average_and_are_the_mse_default(held_out):
+def test_several_methods_average_and_are_the_mse_default(held_out, unfloored):
     _, train, model = held_out
     control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
     options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
@@ -419,3 +419,47 @@ def test_calibrated_neighbours_weigh_the_nearest_reference_cells(count_model):
     np.testing.assert_allclose(every, whole, rtol=1e-5, atol=1e-6)
     assert model.predict(n_neighbors=3, **kwargs).uns["trVAE_predict"]["n_neighbors"] == 3
     assert not np.allclose(model.predict(n_neighbors=3, **kwargs).X, whole, atol=1e-3)
+
+
+def test_outputs_of_non_negative_data_are_non_negative(held_out, monkeypatch):
+    """Log-normalised input: every output is floored at 0, and only that changes."""
+    adata, train, model = held_out
+    assert model.non_negative_data_
+    control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
+    options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
+    floored = model.predict(**options).X
+    corrected = model.get_corrected_expression("c1", indices=control)
+    monkeypatch.setattr(TRVAE, "_in_data_domain", lambda self, values: values)
+    raw = model.predict(**options).X
+    assert (raw < 0).any() and (floored >= 0).all() and (corrected >= 0).all()
+    np.testing.assert_array_equal(floored, np.maximum(raw, 0))
+    np.testing.assert_array_equal(
+        corrected, np.maximum(model.get_corrected_expression("c1", indices=control), 0)
+    )
+
+
+def test_full_shrinkage_with_draws_is_floored_mean_shift(held_out):
+    """shrinkage=1 with draws: each control cell plus the other types' mean change, at >= 0."""
+    adata, train, model = held_out
+    control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
+    predicted = model.predict(
+        indices=control, target_condition="c1", cell_type_key="cell_type", shrinkage=1.0
+    ).X
+    t1 = (train.obs.cell_type == "t1").to_numpy()
+    stimulated = train.X[t1 & (train.obs.condition == "c1").to_numpy()].toarray()
+    controls = train.X[t1 & (train.obs.condition == "c0").to_numpy()].toarray()
+    change = stimulated.astype(np.float64).mean(0) - controls.astype(np.float64).mean(0)
+    expected = np.maximum(train.X[control].toarray() + change, 0)
+    np.testing.assert_allclose(predicted, expected, atol=1e-6)
+
+
+def test_scaled_data_keep_negative_values(held_out):
+    """Data with negative values (scaled) are not floored."""
+    _, train, _ = held_out
+    scaled = train.copy()
+    scaled.X = scaled.X.toarray() - 10.0
+    TRVAE.setup_anndata(scaled, condition_key="condition")
+    model = TRVAE(scaled, **SMALL)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    assert not model.non_negative_data_
+    assert (model.get_corrected_expression("c1") < 0).any()

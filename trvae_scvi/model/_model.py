@@ -204,6 +204,8 @@ class TRVAE(
         self.alpha = alpha
         # Count models scale their log-normalised outputs to this total (see `predict`).
         self.median_library_size_ = float(np.median(scan.cell_sums))
+        # The data's domain, which every output keeps to (saved with the model).
+        self.non_negative_data_ = bool(scan.minimum >= 0)
         design = None
         if condition_encoding == "additive":
             if architecture != "mlp":

@@ -137,6 +137,7 @@ class OutputsMixin:
         check_can_store(adata, "layers", layer_key, add_to_adata, overwrite, indices)
         cells = self._encode(adata, indices, None, batch_size)
         corrected = self._decode(cells["library"], target_code, batch_size, z=cells["z"])
+        corrected = self._in_data_domain(corrected)
         if add_to_adata:
             _store(adata, "layers", layer_key, corrected)
         return corrected
@@ -192,6 +193,16 @@ class OutputsMixin:
         return representation
 
     # ------------------------------------------------------------------ shared steps
+    def _in_data_domain(self, values: np.ndarray) -> np.ndarray:
+        """``values`` floored at 0, in place, when the training data are non-negative.
+
+        Log-normalised expression and counts have no negative value; a decoder with a linear
+        output, a residual or a change added to a cell can give one.
+        """
+        if self.non_negative_data_:
+            np.maximum(values, 0.0, out=values)
+        return values
+
     def _condition_code(
         self, condition: str | Sequence[str] | None, argument: str = "source_condition"
     ) -> int:

@@ -249,6 +249,7 @@ class PredictionMixin:
                 )
             fitted = [m(settings).fit(reference, space, code, target_code) for m in methods]
             prediction[rows] = self._predict_cells(fitted, group, reference, space, settings)
+        prediction = self._in_data_domain(prediction)
         return self._prediction_anndata(
             adata, indices, prediction, cells["library"], target_code, source_code, space, settings
         )
