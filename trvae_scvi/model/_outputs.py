@@ -99,7 +99,8 @@ class OutputsMixin:
 
         For cells of another condition this is trVAE's transfer as published: the expected
         values, without the decoder's error on the cells that :meth:`predict` keeps for
-        ``mse`` models.
+        ``mse`` models. For training data without negative values the output is floored at 0,
+        like :meth:`predict`'s.
 
         Parameters
         ----------

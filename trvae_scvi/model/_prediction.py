@@ -160,8 +160,9 @@ class PredictionMixin:
             tuning tasks). ``"mse"`` models draw nothing: they keep the decoder's error on the
             predicted cells, their residual ``x - g(z, s)`` from the reconstruction in the
             condition they were encoded with, and add each cell's own residual
-            (deterministic; nothing is clipped), or with ``sample=False`` its per-gene mean
-            over the predicted cells of the same source condition, so both have the same means.
+            (deterministic), or with ``sample=False`` its per-gene mean over the predicted
+            cells of the same source condition, so both have the same means before the floor
+            at 0 (see Returns).
         target_sum
             Count models: total counts per cell of ``layers["log_normalized"]``; ``None`` uses
             the median library size of the model's training cells.
@@ -179,7 +180,10 @@ class PredictionMixin:
             expected counts, zero-inflation included, or draws with ``sample=True``), and for
             count models ``layers["log_normalized"] = log1p(X / library size * target_sum)``;
             ``uns["trVAE_predict"]`` the method, source, target, ``target_sum`` and the
-            model's settings.
+            model's settings. When the training data have no negative value (log-normalised
+            values, counts), ``X`` is floored at 0 as the last step: a change added to a cell
+            that does not express a gene, or its residual, could otherwise give a value no
+            expression has.
 
         Examples
         --------
