@@ -206,6 +206,8 @@ class TRVAE(
         self.median_library_size_ = float(np.median(scan.cell_sums))
         # The data's domain, which every output keeps to (saved with the model).
         self.non_negative_data_ = bool(scan.minimum >= 0)
+        # Set by load_query_data: only the new conditions' weights train.
+        self.mapped_query_ = False
         design = None
         if condition_encoding == "additive":
             if architecture != "mlp":
@@ -408,7 +410,7 @@ class TRVAE(
                 "plan_kwargs['max_kl_weight'] is the model's alpha; set it with "
                 "TRVAE(adata, alpha=...) instead."
             )
-        if getattr(self, "_mapped_query", False):
+        if self.mapped_query_:
             # Weight decay would move the weights query mapping froze (zero gradients).
             plan_kwargs.setdefault("weight_decay", 0.0)
         plan_kwargs = {"n_epochs_kl_warmup": None, **plan_kwargs, "max_kl_weight": self.alpha}

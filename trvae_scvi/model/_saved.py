@@ -369,7 +369,7 @@ class SaveLoadMixin:
             )
         model = super().load_query_data(adata, reference_model, **kwargs)
         model.history_ = _history_frames(model.history_)
-        model._mapped_query = True
+        model.mapped_query_ = True
         module = model.module
         for layer in module.modules():
             # Layers without a condition input are frozen whole: scvi-tools zeroes their
