@@ -242,14 +242,12 @@ class PredictionMixin:
                 group["real_mean"] = torch.as_tensor(np.asarray(real.mean(0)).ravel())
             reference = None
             if needs_reference:
-                reference = self._reference(
-                    adata,
-                    indices,
-                    reference_indices=reference_indices,
-                    cell_type_key=cell_type_key,
-                    pair=pair or (code, target_code),
-                    prediction_target=target_code,
-                    batch_size=batch_size,
+                reference_pair = pair or (code, target_code)
+                groups = self._reference_cells(
+                    adata, indices, reference_indices, cell_type_key, reference_pair, target_code
+                )
+                reference = self._encoded_reference(
+                    groups, reference_pair, cell_type_key, batch_size
                 )
             fitted = [m(settings).fit(reference, space, code, target_code) for m in methods]
             prediction[rows] = self._predict_cells(fitted, group, reference, space, settings)
@@ -297,20 +295,14 @@ class PredictionMixin:
         draws = NegativeBinomial(mu=torch.as_tensor(counts), theta=theta).sample()
         return draws.numpy().astype(np.float32)
 
-    def _reference(
+    def _encoded_reference(
         self,
-        adata: AnnData,
-        indices: np.ndarray,
-        reference_indices: Sequence[int] | None,
-        cell_type_key: str | None,
+        groups: list[tuple[AnnData, np.ndarray]],
         pair: tuple[int, int],
-        prediction_target: int,
+        cell_type_key: str | None,
         batch_size: int | None,
     ) -> Reference:
-        """The reference of one source condition's prediction, encoded once."""
-        groups = self._reference_cells(
-            adata, indices, reference_indices, cell_type_key, pair, prediction_target
-        )
+        """The reference's source and target cells (see :meth:`_reference_cells`), encoded."""
         return Reference(
             adata=groups[0][0],
             rows=(groups[0][1], groups[1][1]),
