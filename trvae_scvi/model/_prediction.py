@@ -237,7 +237,7 @@ class PredictionMixin:
         prediction = np.empty((len(indices), self.module.n_input), dtype=np.float32)
         for code, rows in _groups(codes, by_condition=needs_reference):
             group = {key: values[rows] for key, values in cells.items()}
-            if space.is_count_model:
+            if space.is_count_model and needs_reference:  # for the mean-shift terms
                 real = space.real(adata, indices[rows])
                 group["real_mean"] = torch.as_tensor(np.asarray(real.mean(0)).ravel())
             reference = None
@@ -265,8 +265,9 @@ class PredictionMixin:
         settings: Settings,
     ) -> np.ndarray:
         """One source condition's cells: average, shrink, then the one conversion to output."""
-        decoding = predictors[0].decoding(cells) if len(predictors) == 1 else None
-        if decoding is not None and not settings.shrinkage:
+        lone = len(predictors) == 1 and not settings.shrinkage
+        decoding = predictors[0].decoding(cells) if lone else None
+        if decoding is not None:
             # A lone method that only changes what is decoded: decode, and draw, directly.
             code, inputs = decoding
             return space.decode(cells, code, sample=settings.sample, residual=True, **inputs)
