@@ -438,8 +438,7 @@ class PredictionMixin:
             },
         }
         if space.is_count_model:
-            size = torch.exp(library).numpy()
-            predicted.layers["log_normalized"] = np.log1p(prediction / size * space.target_sum)
+            predicted.layers["log_normalized"] = space.log(prediction, library)
             record["target_sum"] = space.target_sum
         predicted.uns["trVAE_predict"] = record
         return predicted

@@ -69,16 +69,15 @@ class ModelSpace:
             **inputs,
         )
 
-    def log(self, values: np.ndarray, cells: Cells) -> np.ndarray:
-        """Expected values of ``cells`` in the log space."""
+    def log(self, values: np.ndarray, library: torch.Tensor) -> np.ndarray:
+        """Values of cells with log library sizes ``library`` in the log space."""
         if not self.is_count_model:
             return values
-        return np.log1p(values / np.exp(cells["library"].numpy()) * self.target_sum)
+        return np.log1p(values / np.exp(library.numpy()) * self.target_sum)
 
     def decoded_log(self, cells: Cells, code: int) -> np.ndarray:
         """``cells``' z decoded with condition ``code``, expected, in the log space."""
-        expected = self.decode_loop(cells["library"], code, self.batch_size, z=cells["z"])
-        return self.log(expected, cells)
+        return self.log(self.decode(cells, code, z=cells["z"]), cells["library"])
 
     def real(self, adata: AnnData, rows: np.ndarray) -> sp.csr_matrix:
         """Real values of cells in the log space, sparse (log1p keeps zeros at 0)."""
@@ -139,7 +138,7 @@ class Predictor:
     def transform(self, cells: Cells) -> np.ndarray:
         """Expected predictions of ``cells`` in the model's log space."""
         code, inputs = self.decoding(cells)
-        return self.space.log(self.space.decode(cells, code, **inputs), cells)
+        return self.space.log(self.space.decode(cells, code, **inputs), cells["library"])
 
 
 class Transfer(Predictor):
