@@ -54,7 +54,9 @@ def unfloored(monkeypatch):
     For tests of the linear algebra of the methods (means, mixes, residuals), which the
     floor would blur; ``tests/test_predict.py`` tests the floor itself.
     """
-    monkeypatch.setattr(trvae_scvi.TRVAE, "_in_data_domain", lambda self, values: values)
+    monkeypatch.setattr(
+        trvae_scvi.TRVAE, "_in_data_domain", lambda self, values, zero_fraction=None: values
+    )
 
 
 @pytest.fixture(scope="session")

@@ -49,4 +49,9 @@ def train_small(adata: AnnData, seed: int = 0, max_epochs: int = 3, **settings):
     model = TRVAE(adata, **{**SMALL, **settings})
     model.train(max_epochs=max_epochs, enable_progress_bar=False)
     loss = model.history["train_loss"]["train_loss"].to_numpy(dtype=float)
-    return model, loss, model.predict(target_condition="c1").X
+    return model, loss, dense(model.predict(target_condition="c1").X)
+
+
+def dense(matrix) -> np.ndarray:
+    """A prediction's matrix as a dense array (predictions of sparse input are CSR)."""
+    return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)

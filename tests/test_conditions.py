@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scvi
-from helpers import SMALL, make_counts
+from helpers import SMALL, dense, make_counts
 
 from trvae_scvi import TRVAE
 
@@ -36,7 +36,7 @@ def test_conditions_from_two_columns(two_columns, tmp_path):
     by_name = model.predict(
         indices=control, target_condition="d1_stim", method="transfer", sample=False
     )
-    np.testing.assert_array_equal(by_tuple.X, by_name.X)
+    np.testing.assert_array_equal(dense(by_tuple.X), dense(by_name.X))
     # The predicted cells' columns describe the target: combined and component columns alike.
     assert (by_tuple.obs["donor_stimulus"] == "d1_stim").all()
     assert (by_tuple.obs["stimulus"] == "stim").all() and (by_tuple.obs["donor"] == "d1").all()
@@ -50,10 +50,12 @@ def test_conditions_from_two_columns(two_columns, tmp_path):
     del fresh.obs["donor_stimulus"]
     loaded = TRVAE.load(tmp_path / "model", fresh)
     np.testing.assert_allclose(
-        loaded.predict(
-            indices=control, target_condition="d1_stim", method="transfer", sample=False
-        ).X,
-        by_name.X,
+        dense(
+            loaded.predict(
+                indices=control, target_condition="d1_stim", method="transfer", sample=False
+            ).X
+        ),
+        dense(by_name.X),
         rtol=1e-5,
     )
 
@@ -74,15 +76,17 @@ def test_calibrated_on_another_donors_response(two_columns):
     model.train(max_epochs=1, enable_progress_bar=False)
     obs = adata.obs
     control = np.flatnonzero(((obs.donor == "d1") & (obs.stimulus == "ctrl")).to_numpy())
-    predicted = model.predict(
-        indices=control,
-        target_condition=("d1", "stim"),
-        reference_conditions=[("d2", "ctrl"), ("d2", "stim")],
-        cell_type_key="cell_type",  # the other donor's cells of every type stay in
-        method="calibrated",
-        calibration_weight=0.0,
-        sample=False,
-    ).X
+    predicted = dense(
+        model.predict(
+            indices=control,
+            target_condition=("d1", "stim"),
+            reference_conditions=[("d2", "ctrl"), ("d2", "stim")],
+            cell_type_key="cell_type",  # the other donor's cells of every type stay in
+            method="calibrated",
+            calibration_weight=0.0,
+            sample=False,
+        ).X
+    )
     x = adata.X.toarray()
     other = (obs.donor == "d2").to_numpy()
     response = x[other & (obs.stimulus == "stim").to_numpy()].mean(0) - x[
@@ -111,17 +115,21 @@ def test_additive_condition_encoding(two_columns, tmp_path):
     assert first.in_features == SMALL["n_latent"] + 4
     model.train(max_epochs=2, enable_progress_bar=False)
     control = np.flatnonzero((adata.obs.donor_stimulus == "d1_ctrl").to_numpy())
-    predicted = model.predict(
-        indices=control, target_condition=("d1", "stim"), method="transfer", sample=False
-    ).X
+    predicted = dense(
+        model.predict(
+            indices=control, target_condition=("d1", "stim"), method="transfer", sample=False
+        ).X
+    )
     assert np.isfinite(predicted).all()
     model.save(tmp_path / "model")
     loaded = TRVAE.load(tmp_path / "model", adata)
     assert loaded.module.condition_design.tolist() == design
     np.testing.assert_allclose(
-        loaded.predict(
-            indices=control, target_condition="d1_stim", method="transfer", sample=False
-        ).X,
+        dense(
+            loaded.predict(
+                indices=control, target_condition="d1_stim", method="transfer", sample=False
+            ).X
+        ),
         predicted,
         rtol=1e-5,
     )

@@ -28,4 +28,4 @@ def test_ddp_two_cpu_processes(tmp_path):
     mmd = model.history["mmd_train"]["mmd_train"].to_numpy(dtype=float)
     assert len(mmd) == 3 and np.isfinite(mmd).all()
     predicted = model.predict(target_condition="c1")
-    assert np.isfinite(predicted.X).all()
+    assert np.isfinite(predicted.X.toarray()).all()

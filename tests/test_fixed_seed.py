@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import scvi
 import torch
-from helpers import SMALL, make_counts
+from helpers import SMALL, dense, make_counts
 
 from trvae_scvi import TRVAE
 
@@ -34,13 +34,15 @@ def outputs() -> dict[str, np.ndarray]:
 
         def predict(model=model, sample=False, **options):
             scvi.settings.seed = 1
-            return model.predict(
-                indices=control,
-                target_condition="c1",
-                reference_indices=reference,
-                sample=sample,
-                **options,
-            ).X
+            return dense(
+                model.predict(
+                    indices=control,
+                    target_condition="c1",
+                    reference_indices=reference,
+                    sample=sample,
+                    **options,
+                ).X
+            )
 
         result[f"{recon_loss}_transfer"] = predict(method="transfer")
         result[f"{recon_loss}_sampled"] = predict(method="transfer", sample=True)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import scvi
-from helpers import SMALL, make_counts, train_small
+from helpers import SMALL, dense, make_counts, train_small
 
 from trvae_scvi import TRVAE
 from trvae_scvi.metrics import r2_of_means, r2_of_variances, top_degs
@@ -48,13 +48,13 @@ def test_transfer_moves_control_towards_stimulated(nk_holdout):
         indices=control, target_condition="stimulated", method="transfer", sample=False
     )
     unchanged = train[control].X
-    r2_transfer = r2_of_means(predicted.X[:, degs], real[:, degs])
+    r2_transfer = r2_of_means(dense(predicted.X)[:, degs], real[:, degs])
     r2_identity = r2_of_means(unchanged[:, degs], real[:, degs])
     assert r2_transfer > r2_identity + 0.1
     # The predicted change points the real change's way on most DEGs.
     real_change = np.asarray(real[:, degs].mean(0) - unchanged[:, degs].mean(0)).ravel()
     predicted_change = (
-        predicted.X[:, degs].mean(0) - np.asarray(unchanged[:, degs].mean(0)).ravel()
+        dense(predicted.X)[:, degs].mean(0) - np.asarray(unchanged[:, degs].mean(0)).ravel()
     )
     assert np.mean(np.sign(real_change) == np.sign(predicted_change)) > 0.7
 
@@ -75,7 +75,7 @@ def test_predict_output(nk_holdout, tmp_path):
     assert info["target_condition"] == "stimulated"
     assert info["source_condition"] == "own"
     assert info["model_settings"]["beta"] == model.module.beta
-    assert np.isfinite(predicted.X).all()
+    assert np.isfinite(dense(predicted.X)).all()
     predicted.write_h5ad(tmp_path / "predicted.h5ad")  # what users do next must work
     # Explicit source: the same cells encoded as control.
     as_control = model.predict(
@@ -104,7 +104,7 @@ def test_transform_batch_of_rnaseq_mixin_is_transfer(nk_holdout):
     to_control = model.predict(
         indices=indices, target_condition="control", method="transfer", sample=False
     )
-    to_stimulated, to_control = to_stimulated.X[:, degs], to_control.X[:, degs]
+    to_stimulated, to_control = dense(to_stimulated.X)[:, degs], dense(to_control.X)[:, degs]
     distance_stimulated = np.abs(normalized - to_stimulated).mean()
     distance_control = np.abs(normalized - to_control).mean()
     assert distance_stimulated < 0.3 * distance_control
@@ -168,7 +168,7 @@ def test_sparse_and_dense_agree():
     # the smooth transfer, as NeuronEdit's percentile steps can amplify such differences.
     np.testing.assert_allclose(sparse_loss, dense_loss, rtol=1e-3)
     sparse_prediction, dense_prediction = (
-        model.predict(target_condition="c1", method="transfer", sample=False).X
+        dense(model.predict(target_condition="c1", method="transfer", sample=False).X)
         for model in (sparse_model, dense_model)
     )
     np.testing.assert_allclose(sparse_prediction, dense_prediction, rtol=1e-3, atol=1e-3)
@@ -184,14 +184,14 @@ def test_count_likelihoods(synthetic, recon_loss):
     predicted = model.predict(
         indices=np.arange(10), target_condition="c1", method="transfer", sample=False
     )
-    assert (predicted.X >= 0).all()
+    assert (dense(predicted.X) >= 0).all()
     assert "log_normalized" in predicted.layers
     # Expected counts at each cell's own library size (less the zero-inflated share for zinb).
     library = np.asarray(synthetic.layers["counts"][:10].sum(1)).ravel()
     if recon_loss == "nb":
-        np.testing.assert_allclose(predicted.X.sum(1), library, rtol=1e-3)
+        np.testing.assert_allclose(dense(predicted.X).sum(1), library, rtol=1e-3)
     else:
-        assert (predicted.X.sum(1) < library * (1 + 1e-3)).all()
+        assert (dense(predicted.X).sum(1) < library * (1 + 1e-3)).all()
 
 
 def test_condition_balanced_batches(synthetic):
@@ -262,13 +262,13 @@ def test_prediction_methods(nk_holdout, nk_mmd_on_y, method, options):
         **options,
     )
     assert predicted.shape == (len(control), adata.n_vars)
-    assert np.isfinite(predicted.X).all()
+    assert np.isfinite(dense(predicted.X)).all()
     assert predicted.uns["trVAE_predict"]["method"] == method
     assert (predicted.obs["condition_source"] == "control").all()
     real = nk[nk.obs.condition == "stimulated"].X
     # Every method moves the control cells towards the stimulated ones on the DEGs.
     unchanged = r2_of_means(train[control].X[:, degs], real[:, degs])
-    assert r2_of_means(predicted.X[:, degs], real[:, degs]) > unchanged
+    assert r2_of_means(dense(predicted.X)[:, degs], real[:, degs]) > unchanged
 
 
 def test_reference_methods_need_both_conditions_and_take_mixed_cells(nk_holdout):
@@ -281,12 +281,14 @@ def test_reference_methods_need_both_conditions_and_take_mixed_cells(nk_holdout)
     for method in ("latent_shift", "neuron_edit", "calibrated"):
         kwargs = {"target_condition": "stimulated", "method": method, "sample": False}
         mixed = model.predict(indices=cells, reference_indices=reference, **kwargs)
-        assert mixed.shape == (100, train.n_vars) and np.isfinite(mixed.X).all()
+        assert mixed.shape == (100, train.n_vars) and np.isfinite(dense(mixed.X)).all()
         for condition in set(own):
             alone = model.predict(
                 indices=cells[own == condition], reference_indices=reference, **kwargs
             )
-            np.testing.assert_allclose(mixed.X[own == condition], alone.X, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                dense(mixed.X)[own == condition], dense(alone.X), rtol=1e-5, atol=1e-6
+            )
     control = np.flatnonzero((train.obs.condition == "control").to_numpy())
     with pytest.raises(ValueError, match="holds 0 cells of the target condition"):
         model.predict(
@@ -309,22 +311,23 @@ def test_sampled_prediction_restores_variance_and_keeps_means(nk_holdout, method
     expected = model.predict(sample=False, **kwargs)
     drawn = model.predict(sample=True, **kwargs)
     assert drawn.uns["trVAE_predict"]["sample"]
-    assert drawn.X.var(0).mean() > 2 * expected.X.var(0).mean()
-    assert r2_of_variances(drawn.X, real) > r2_of_variances(expected.X, real)
+    assert dense(drawn.X).var(0).mean() > 2 * dense(expected.X).var(0).mean()
+    assert r2_of_variances(dense(drawn.X), real) > r2_of_variances(dense(expected.X), real)
     # Each draw is the expected prediction plus the cell's own residual in its own condition:
     # nothing is clipped, so means move only by the mean residual (not at all when calibrated).
-    residual = (
-        train[control].X.toarray()
-        - model.predict(
+    residual = train[control].X.toarray() - dense(
+        model.predict(
             indices=control, target_condition="control", method="transfer", sample=False
         ).X
     )
     shift = 0.0 if method == "calibrated" else residual.mean(0)
-    np.testing.assert_allclose(drawn.X.mean(0), expected.X.mean(0) + shift, atol=1e-4)
+    np.testing.assert_allclose(
+        dense(drawn.X).mean(0), dense(expected.X).mean(0) + shift, atol=1e-4
+    )
     # The genes of low real expression, where draws clipped at 0 had doubled the mean before.
     low = np.asarray(real.mean(0)).ravel() < 0.1
-    assert abs(drawn.X[:, low].mean() - expected.X[:, low].mean()) < 0.005
-    np.testing.assert_array_equal(model.predict(sample=True, **kwargs).X, drawn.X)
+    assert abs(dense(drawn.X)[:, low].mean() - dense(expected.X)[:, low].mean()) < 0.005
+    np.testing.assert_array_equal(dense(model.predict(sample=True, **kwargs).X), dense(drawn.X))
 
 
 def test_calibrated_with_weight_zero_is_the_mean_shift(nk_holdout, unfloored):
@@ -339,20 +342,22 @@ def test_calibrated_with_weight_zero_is_the_mean_shift(nk_holdout, unfloored):
         - train[others & ~stimulated].X.mean(0)
     )
     calibrated = {"method": "calibrated", "sample": False}
-    predicted = model.predict(
-        indices=control, target_condition="stimulated", calibration_weight=0.0, **calibrated
-    ).X
+    predicted = dense(
+        model.predict(
+            indices=control, target_condition="stimulated", calibration_weight=0.0, **calibrated
+        ).X
+    )
     np.testing.assert_allclose(predicted.mean(0), np.asarray(mean_shift).ravel(), atol=1e-4)
     # Weight 1: the transfer's mean change, less the model's mean error on the reference.
-    full = model.predict(indices=control, target_condition="stimulated", **calibrated).X
+    full = dense(model.predict(indices=control, target_condition="stimulated", **calibrated).X)
     expected = {"method": "transfer", "sample": False}
     transfer = model.predict(indices=control, target_condition="stimulated", **expected)
     reconstructed = model.predict(indices=control, target_condition="control", **expected)
-    model_change = transfer.X.mean(0) - reconstructed.X.mean(0)
+    model_change = dense(transfer.X).mean(0) - dense(reconstructed.X).mean(0)
     reference = np.flatnonzero(others & ~stimulated)
     reference_change = (
-        model.predict(indices=reference, target_condition="stimulated", **expected).X
-        - model.predict(indices=reference, target_condition="control", **expected).X
+        dense(model.predict(indices=reference, target_condition="stimulated", **expected).X)
+        - dense(model.predict(indices=reference, target_condition="control", **expected).X)
     ).mean(0)
     np.testing.assert_allclose(
         full.mean(0), predicted.mean(0) + model_change - reference_change, atol=1e-4
@@ -362,11 +367,13 @@ def test_calibrated_with_weight_zero_is_the_mean_shift(nk_holdout, unfloored):
 def test_calibrated_predicts_every_cell_of_mixed_conditions(nk_holdout, unfloored):
     _, train, model = nk_holdout
     predicted = model.predict(target_condition="stimulated", method="calibrated", sample=False)
-    assert predicted.shape == train.shape and np.isfinite(predicted.X).all()
+    assert predicted.shape == train.shape and np.isfinite(dense(predicted.X)).all()
     stimulated = (train.obs.condition == "stimulated").to_numpy()
     # Cells already stimulated keep their own profile's mean; the rest move.
     np.testing.assert_allclose(
-        predicted.X[stimulated].mean(0), np.asarray(train[stimulated].X.mean(0)).ravel(), atol=1e-4
+        dense(predicted.X)[stimulated].mean(0),
+        np.asarray(train[stimulated].X.mean(0)).ravel(),
+        atol=1e-4,
     )
 
 
@@ -375,6 +382,6 @@ def test_sampled_counts_are_integers(synthetic):
     model = TRVAE(synthetic, recon_loss="nb", **SMALL)
     model.train(max_epochs=2, enable_progress_bar=False)
     for method in ("transfer", "calibrated"):
-        drawn = model.predict(target_condition="c1", sample=True, method=method).X
+        drawn = dense(model.predict(target_condition="c1", sample=True, method=method).X)
         np.testing.assert_array_equal(drawn, np.round(drawn))
         assert (drawn >= 0).all()

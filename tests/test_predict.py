@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import scvi
 import torch
-from helpers import SMALL, make_counts
+from helpers import SMALL, dense, make_counts
 
 from trvae_scvi import TRVAE
+from trvae_scvi.model._domain import expected_zero_fraction
 
 
 @pytest.fixture(scope="module", params=["nb", "zinb"])
@@ -37,12 +39,12 @@ def test_count_outputs_match_a_hand_computation(count_model, sample):
     assert info["target_sum"] == model.median_library_size_
     # The log-normalised layer is computed from X itself: the draws when sampling.
     np.testing.assert_allclose(
-        predicted.layers["log_normalized"],
-        np.log1p(predicted.X / library * model.median_library_size_),
+        dense(predicted.layers["log_normalized"]),
+        np.log1p(dense(predicted.X) / library * model.median_library_size_),
         rtol=1e-5,
     )
     if sample:
-        np.testing.assert_array_equal(predicted.X, np.round(predicted.X))
+        np.testing.assert_array_equal(dense(predicted.X), np.round(dense(predicted.X)))
         return
     # Expected counts by hand from the module: mean of the likelihood, zero-inflation included.
     module = model.module.eval()
@@ -54,13 +56,15 @@ def test_count_outputs_match_a_hand_computation(count_model, sample):
         z = module.inference(x, own)["qz"].loc
         px = module.decode(torch.log(x.sum(1, keepdim=True)), torch.ones_like(own), z=z)
         expected = px.mu * (1 - px.zi_probs) if model.module.recon_loss == "zinb" else px.mu
-    np.testing.assert_allclose(predicted.X, expected.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(dense(predicted.X), expected.numpy(), rtol=1e-4)
     chosen = model.predict(
         indices=cells, target_condition="c1", target_sum=1e4, method="transfer", sample=False
     )
     assert chosen.uns["trVAE_predict"]["target_sum"] == 1e4
     np.testing.assert_allclose(
-        chosen.layers["log_normalized"], np.log1p(chosen.X / library * 1e4), rtol=1e-5
+        dense(chosen.layers["log_normalized"]),
+        np.log1p(dense(chosen.X) / library * 1e4),
+        rtol=1e-5,
     )
 
 
@@ -80,7 +84,7 @@ def test_sampling_needs_no_cells_of_the_target_condition(tmp_path):
     drawn = loaded.predict(
         indices=np.arange(10), target_condition="c1", sample=True, method="transfer"
     )
-    assert np.isfinite(drawn.X).all()
+    assert np.isfinite(dense(drawn.X)).all()
     with pytest.raises(ValueError, match="holds 0 cells of the target condition"):
         loaded.predict(target_condition="c1", sample=True)  # calibrated needs a reference
 
@@ -89,7 +93,7 @@ def test_sampling_needs_no_cells_of_the_target_condition(tmp_path):
     query.obs["condition"] = "c_new"
     query_model = TRVAE.load_query_data(query, str(tmp_path / "model"))
     query_model.train(max_epochs=1, enable_progress_bar=False)
-    drawn = query_model.predict(target_condition="c0", sample=True, method="transfer").X
+    drawn = dense(query_model.predict(target_condition="c0", sample=True, method="transfer").X)
     assert np.isfinite(drawn).all()
 
 
@@ -112,9 +116,9 @@ def test_default_reference_never_uses_a_new_adatas_target_cells(held_out):
         ((a.obs.cell_type == "t0") & (a.obs.condition == "c0")).to_numpy()
     )
     kwargs = {"target_condition": "c1", "method": "neuron_edit"}
-    from_model = model.predict(indices=t0_control(train), **kwargs).X
+    from_model = dense(model.predict(indices=t0_control(train), **kwargs).X)
     # The user's full AnnData holds the real c1 cells of t0: they must not become the reference.
-    from_full = model.predict(adata, indices=t0_control(adata), **kwargs).X
+    from_full = dense(model.predict(adata, indices=t0_control(adata), **kwargs).X)
     np.testing.assert_allclose(from_full, from_model, rtol=1e-5, atol=1e-6)
     leaking = np.setdiff1d(np.arange(adata.n_obs), t0_control(adata))
     with pytest.raises(ValueError, match=r"holds 'c1' cells of \['t0'\].*would leak"):
@@ -137,11 +141,11 @@ def test_cell_type_key_keeps_predicted_types_out_of_the_default_reference(held_o
     t0_control = np.flatnonzero((full.obs.cell_type == "t0") & (full.obs.condition == "c0"))
     t1 = np.flatnonzero((full.obs.cell_type == "t1").to_numpy())
     kwargs = {"indices": t0_control, "target_condition": "c1", "method": "latent_shift"}
-    by_type = model.predict(cell_type_key="cell_type", **kwargs).X
-    explicit = model.predict(reference_indices=t1, **kwargs).X
+    by_type = dense(model.predict(cell_type_key="cell_type", **kwargs).X)
+    explicit = dense(model.predict(reference_indices=t1, **kwargs).X)
     # One reference type: the balanced shift equals the plain one over its cells.
     np.testing.assert_allclose(by_type, explicit, rtol=1e-5, atol=1e-6)
-    without = model.predict(**kwargs).X  # includes t0's own c1 cells: another answer
+    without = dense(model.predict(**kwargs).X)  # includes t0's own c1 cells: another answer
     assert not np.allclose(without, explicit, atol=1e-4)
 
 
@@ -156,15 +160,17 @@ def test_latent_shift_is_balanced_over_cell_types(held_out):
     control = np.flatnonzero(
         ((train.obs.group == "t0") & (train.obs.condition == "c0")).to_numpy()
     )
-    predicted = model.predict(
-        train,
-        indices=control,
-        target_condition="c1",
-        method="latent_shift",
-        reference_indices=np.flatnonzero((train.obs.group != "t0").to_numpy()),
-        cell_type_key="group",
-        sample=False,
-    ).X
+    predicted = dense(
+        model.predict(
+            train,
+            indices=control,
+            target_condition="c1",
+            method="latent_shift",
+            reference_indices=np.flatnonzero((train.obs.group != "t0").to_numpy()),
+            cell_type_key="group",
+            sample=False,
+        ).X
+    )
     z = torch.as_tensor(model.get_latent_representation(train))
     groups, conditions = train.obs.group.to_numpy(), train.obs.condition.to_numpy()
     shift = torch.stack(
@@ -196,8 +202,8 @@ def test_mse_draws_keep_the_expected_means(held_out, method, unfloored):
     options = {"indices": cells, "target_condition": "c1", "method": method}
     if method != "transfer":
         options["reference_conditions"] = ("c0", "c1")
-    drawn = model.predict(**options, sample=True).X
-    expected = model.predict(**options, sample=False).X
+    drawn = dense(model.predict(**options, sample=True).X)
+    expected = dense(model.predict(**options, sample=False).X)
     assert not np.allclose(drawn, expected)
     for source in ("c0", "c1"):
         rows = sources == source
@@ -223,14 +229,14 @@ def test_shrinkage_mixes_the_prediction_with_the_reference_change(held_out, meth
     control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
     options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
     for sample in (False, True):
-        own = model.predict(**options, method=method, shrinkage=0.0, sample=sample).X
-        shift = model.predict(
-            **options, method="calibrated", calibration_weight=0.0, sample=sample
-        ).X
+        own = dense(model.predict(**options, method=method, shrinkage=0.0, sample=sample).X)
+        shift = dense(
+            model.predict(**options, method="calibrated", calibration_weight=0.0, sample=sample).X
+        )
         shrunk = model.predict(**options, method=method, shrinkage=0.3, sample=sample)
         assert shrunk.uns["trVAE_predict"]["shrinkage"] == 0.3
-        np.testing.assert_allclose(shrunk.X, 0.7 * own + 0.3 * shift, rtol=1e-4, atol=1e-5)
-        full = model.predict(**options, method=method, shrinkage=1.0, sample=sample).X
+        np.testing.assert_allclose(dense(shrunk.X), 0.7 * own + 0.3 * shift, rtol=1e-4, atol=1e-5)
+        full = dense(model.predict(**options, method=method, shrinkage=1.0, sample=sample).X)
         np.testing.assert_allclose(full, shift, rtol=1e-4, atol=1e-5)
     # The mean shift's draws are the cells themselves plus the reference's real mean change.
     t1 = train.obs.cell_type == "t1"
@@ -260,7 +266,7 @@ def test_several_methods_average_and_are_the_mse_default(held_out, unfloored):
     options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
     for sample in (False, True):
         parts = [
-            model.predict(**options, method=m, shrinkage=0.25, sample=sample).X
+            dense(model.predict(**options, method=m, shrinkage=0.25, sample=sample).X)
             for m in ("neuron_edit", "calibrated")
         ]
         default = model.predict(**options, sample=sample)
@@ -268,7 +274,7 @@ def test_several_methods_average_and_are_the_mse_default(held_out, unfloored):
         assert list(info["method"]) == ["neuron_edit", "calibrated"]
         assert info["shrinkage"] == 0.25 and info["calibration_weight"] == 1.0
         # Shrinkage is linear: averaging the shrunk parts is shrinking the average.
-        np.testing.assert_allclose(default.X, np.mean(parts, 0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(dense(default.X), np.mean(parts, 0), rtol=1e-4, atol=1e-5)
     for bad in ([], ["transfer", "transfer"], ["transfer", "scgen"]):
         with pytest.raises(ValueError, match="method="):
             model.predict(**options, method=bad)
@@ -282,9 +288,9 @@ def test_calibrated_decodes_the_reference_in_chunks(held_out, monkeypatch, n_nei
     control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
     options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
     options.update(method="calibrated", n_neighbors=n_neighbors, sample=False)
-    whole = model.predict(**options).X
+    whole = dense(model.predict(**options).X)
     monkeypatch.setattr(_predictors, "REFERENCE_CHUNK", 7)  # not a divisor of the reference
-    np.testing.assert_allclose(model.predict(**options).X, whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dense(model.predict(**options).X), whole, rtol=1e-5, atol=1e-6)
 
 
 def test_shrunk_count_draws_are_counts(count_model):
@@ -294,8 +300,8 @@ def test_shrunk_count_draws_are_counts(count_model):
     drawn = count_model.predict(
         indices=control, target_condition="c1", cell_type_key="cell_type", shrinkage=0.5
     )
-    assert np.all(drawn.X >= 0) and np.array_equal(drawn.X, np.round(drawn.X))
-    assert np.isfinite(drawn.layers["log_normalized"]).all()
+    assert np.all(dense(drawn.X) >= 0) and np.array_equal(dense(drawn.X), np.round(dense(drawn.X)))
+    assert np.isfinite(dense(drawn.layers["log_normalized"])).all()
     # Count models default to NeuronEdit alone: only it was screened on counts.
     assert drawn.uns["trVAE_predict"]["method"] == "neuron_edit"
 
@@ -306,11 +312,11 @@ def test_default_reference_leaves_out_renamed_predicted_cells(held_out):
     _, train, model = held_out
     t0_control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
     kwargs = {"indices": t0_control, "target_condition": "c1", "method": "neuron_edit"}
-    expected = model.predict(sample=False, **kwargs).X
+    expected = dense(model.predict(sample=False, **kwargs).X)
     renamed = train.copy()
     renamed.obs_names = [f"renamed_{name}" for name in train.obs_names]
     np.testing.assert_allclose(
-        model.predict(renamed, sample=False, **kwargs).X, expected, rtol=1e-5, atol=1e-6
+        dense(model.predict(renamed, sample=False, **kwargs).X), expected, rtol=1e-5, atol=1e-6
     )
 
 
@@ -337,9 +343,9 @@ def test_reference_conditions_never_let_the_predicted_types_response_leak(three_
         "cell_type_key": "cell_type",
         "sample": False,
     }
-    by_default = model.predict(**kwargs).X
+    by_default = dense(model.predict(**kwargs).X)
     other_types = np.flatnonzero((adata.obs.cell_type == "t1").to_numpy())
-    explicit = model.predict(reference_indices=other_types, **kwargs).X
+    explicit = dense(model.predict(reference_indices=other_types, **kwargs).X)
     np.testing.assert_allclose(by_default, explicit, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"holds 'c2' cells of \['t0'\].*would leak"):
         model.predict(reference_indices=np.arange(adata.n_obs), **kwargs)
@@ -358,9 +364,13 @@ def test_a_new_method_is_one_class_and_one_registry_line(held_out, monkeypatch):
     _, train, model = held_out
     control = np.flatnonzero((train.obs.condition == "c0").to_numpy())
     predicted = model.predict(
-        indices=control, target_condition="c1", method="unchanged", shrinkage=0.0
+        indices=control,
+        target_condition="c1",
+        method="unchanged",
+        shrinkage=0.0,
+        match_zeros=False,
     )
-    np.testing.assert_allclose(predicted.X, train.X[control].toarray(), atol=1e-5)
+    np.testing.assert_allclose(dense(predicted.X), train.X[control].toarray(), atol=1e-5)
     assert predicted.uns["trVAE_predict"]["method"] == "unchanged"
 
 
@@ -398,7 +408,7 @@ def test_count_calibrated_matches_its_formula(count_model):
         reference_indices=reference,
         sample=False,
     )
-    np.testing.assert_allclose(predicted.X, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dense(predicted.X), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_calibrated_neighbours_weigh_the_nearest_reference_cells(count_model):
@@ -413,24 +423,27 @@ def test_calibrated_neighbours_weigh_the_nearest_reference_cells(count_model):
         "reference_indices": reference,
         "sample": False,
     }
-    whole = model.predict(**kwargs).X
+    whole = dense(model.predict(**kwargs).X)
     # As many neighbours as reference cells: every reference cell, weighted alike.
-    every = model.predict(n_neighbors=len(reference), **kwargs).X
+    every = dense(model.predict(n_neighbors=len(reference), **kwargs).X)
     np.testing.assert_allclose(every, whole, rtol=1e-5, atol=1e-6)
     assert model.predict(n_neighbors=3, **kwargs).uns["trVAE_predict"]["n_neighbors"] == 3
-    assert not np.allclose(model.predict(n_neighbors=3, **kwargs).X, whole, atol=1e-3)
+    assert not np.allclose(dense(model.predict(n_neighbors=3, **kwargs).X), whole, atol=1e-3)
 
 
 def test_outputs_of_non_negative_data_are_non_negative(held_out, monkeypatch):
-    """Log-normalised input: every output is floored at 0, and only that changes."""
+    """Non-negative input: without zero matching, every output is floored at 0 and only that
+    changes; with it (the default), the output stays non-negative and sparse like the input."""
     adata, train, model = held_out
     assert model.non_negative_data_
     control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
     options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
-    floored = model.predict(**options).X
+    matched = model.predict(**options).X
+    assert sp.issparse(matched) and matched.format == "csr" and (matched.data > 0).all()
+    floored = dense(model.predict(**options, match_zeros=False).X)
     corrected = model.get_corrected_expression("c1", indices=control)
-    monkeypatch.setattr(TRVAE, "_in_data_domain", lambda self, values: values)
-    raw = model.predict(**options).X
+    monkeypatch.setattr(TRVAE, "_in_data_domain", lambda self, values, zero_fraction=None: values)
+    raw = dense(model.predict(**options, match_zeros=False).X)
     assert (raw < 0).any() and (floored >= 0).all() and (corrected >= 0).all()
     np.testing.assert_array_equal(floored, np.maximum(raw, 0))
     np.testing.assert_array_equal(
@@ -439,18 +452,60 @@ def test_outputs_of_non_negative_data_are_non_negative(held_out, monkeypatch):
 
 
 def test_full_shrinkage_with_draws_is_floored_mean_shift(held_out):
-    """shrinkage=1 with draws: each control cell plus the other types' mean change, at >= 0."""
+    """shrinkage=1 with draws: each control cell plus the other types' mean change, at >= 0;
+    with zero matching, the same means per gene and the reference's change in zeros."""
     adata, train, model = held_out
     control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
-    predicted = model.predict(
-        indices=control, target_condition="c1", cell_type_key="cell_type", shrinkage=1.0
-    ).X
+    options = {
+        "indices": control,
+        "target_condition": "c1",
+        "cell_type_key": "cell_type",
+        "shrinkage": 1.0,
+    }
     t1 = (train.obs.cell_type == "t1").to_numpy()
     stimulated = train.X[t1 & (train.obs.condition == "c1").to_numpy()].toarray()
     controls = train.X[t1 & (train.obs.condition == "c0").to_numpy()].toarray()
     change = stimulated.astype(np.float64).mean(0) - controls.astype(np.float64).mean(0)
     expected = np.maximum(train.X[control].toarray() + change, 0)
-    np.testing.assert_allclose(predicted, expected, atol=1e-6)
+    floored = dense(model.predict(**options, match_zeros=False).X)
+    np.testing.assert_allclose(floored, expected, atol=1e-6)
+    matched = dense(model.predict(**options).X)
+    np.testing.assert_allclose(matched.mean(0), expected.mean(0), rtol=1e-5, atol=1e-6)
+    wanted = expected_zero_fraction(train.X[control], controls, stimulated)
+    n_zeros = np.minimum(np.rint(wanted * len(control)), len(control) - 1)
+    assert ((matched == 0).sum(0) >= n_zeros).all()
+
+
+def test_draws_of_sparse_log_data_have_the_targets_zeros():
+    """Log-normalised data, 70-90% zeros: the draws' zeros per gene follow the control cells'
+    own plus the reference's change, their means are those of the floored draws, and dense
+    input gives a dense prediction."""
+    scvi.settings.seed = 0
+    adata = make_counts(n_cells=300)
+    thinned = np.random.default_rng(0).binomial(adata.X.toarray().astype(int), 0.05)
+    adata.X = sp.csr_matrix(np.log1p(thinned).astype(np.float32))
+    TRVAE.setup_anndata(adata, condition_key="condition")
+    model = TRVAE(adata, **SMALL)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    control = np.flatnonzero((adata.obs.cell_type == "t0") & (adata.obs.condition == "c0"))
+    options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
+    matched = model.predict(**options).X
+    floored = dense(model.predict(**options, match_zeros=False).X)
+    t1 = (adata.obs.cell_type == "t1").to_numpy()
+    source, target = (adata.X[t1 & (adata.obs.condition == c).to_numpy()] for c in ("c0", "c1"))
+    wanted = expected_zero_fraction(adata.X[control], source, target)
+    achieved = 1 - matched.getnnz(axis=0) / len(control)
+    step = 1 / len(control) + 1e-9
+    # More zeros than wanted only where the floor had already made them.
+    already = (floored == 0).mean(0)
+    assert np.all((np.abs(achieved - wanted) <= step) | (achieved == already))
+    assert (floored == 0).mean() < achieved.mean() - 0.1  # the floor alone leaves too few
+    np.testing.assert_allclose(dense(matched).mean(0), floored.mean(0), rtol=1e-5, atol=1e-7)
+    dense_input = adata.copy()
+    dense_input.X = adata.X.toarray()
+    on_dense = model.predict(dense_input, **options).X
+    assert isinstance(on_dense, np.ndarray)
+    np.testing.assert_allclose(on_dense, dense(matched), rtol=1e-5, atol=1e-6)
 
 
 def test_scaled_data_keep_negative_values(held_out):

@@ -10,6 +10,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+from ._domain import match_zero_fraction
 from ._validation import (
     COMBINED_SEPARATOR,
     check_can_store,
@@ -194,14 +195,21 @@ class OutputsMixin:
         return representation
 
     # ------------------------------------------------------------------ shared steps
-    def _in_data_domain(self, values: np.ndarray) -> np.ndarray:
-        """``values`` floored at 0, in place, when the training data are non-negative.
+    def _in_data_domain(
+        self, values: np.ndarray, zero_fraction: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``values`` in the training data's domain, in place: the one step every output takes.
 
-        Log-normalised expression and counts have no negative value; a decoder with a linear
-        output, a residual or a change added to a cell can give one.
+        When the training data are non-negative (log-normalised expression, counts), floored
+        at 0: a decoder with a linear output, a residual or a change added to a cell can give
+        a negative value. With ``zero_fraction`` (per gene), also each gene's lowest values set
+        to 0 until that fraction of cells are, its mean kept
+        (:func:`~trvae_scvi.model._domain.match_zero_fraction`).
         """
         if self.non_negative_data_:
             np.maximum(values, 0.0, out=values)
+            if zero_fraction is not None:
+                match_zero_fraction(values, zero_fraction)
         return values
 
     def _condition_code(

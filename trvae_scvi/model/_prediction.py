@@ -16,6 +16,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial
 
+from ._domain import expected_zero_fraction, like_input
 from ._outputs import Cells
 from ._predictors import PREDICTORS, MeanShift, ModelSpace, Predictor, Reference, Settings
 from ._validation import check_choice, check_indices
@@ -48,6 +49,7 @@ class PredictionMixin:
         n_percentiles: int = 100,
         shrinkage: float | None = None,
         sample: bool = True,
+        match_zeros: bool = True,
         target_sum: float | None = None,
         batch_size: int | None = None,
     ) -> AnnData:
@@ -163,6 +165,14 @@ class PredictionMixin:
             (deterministic), or with ``sample=False`` its per-gene mean over the predicted
             cells of the same source condition, so both have the same means before the floor
             at 0 (see Returns).
+        match_zeros
+            ``mse`` models with ``sample=True``, non-negative data and reference cells: give
+            each gene the fraction of zeros the target cells are expected to have, the
+            predicted cells' own fraction plus the reference's change in it (target minus
+            source), by setting the gene's lowest predicted values to 0 and scaling its
+            other values so that its mean over the cells stays the same. Without it the
+            floor at 0 leaves about half of the genes a cell does not express slightly
+            positive. ``False``: floored only.
         target_sum
             Count models: total counts per cell of ``layers["log_normalized"]``; ``None`` uses
             the median library size of the model's training cells.
@@ -181,9 +191,10 @@ class PredictionMixin:
             count models ``layers["log_normalized"] = log1p(X / library size * target_sum)``;
             ``uns["trVAE_predict"]`` the method, source, target, ``target_sum`` and the
             model's settings. When the training data have no negative value (log-normalised
-            values, counts), ``X`` is floored at 0 as the last step: a change added to a cell
-            that does not express a gene, or its residual, could otherwise give a value no
-            expression has.
+            values, counts), ``X`` is floored at 0 as the last step, before ``match_zeros``:
+            a change added to a cell that does not express a gene, or its residual, could
+            otherwise give a value no expression has. ``X`` (and ``log_normalized``) is a CSR
+            matrix when the registered input matrix is sparse, a dense array otherwise.
 
         Examples
         --------
@@ -210,6 +221,7 @@ class PredictionMixin:
             neuron_edit_layer=neuron_edit_layer,
             n_percentiles=n_percentiles,
             shrinkage=shrinkage,
+            match_zeros=match_zeros,
         )
         adata, indices = self._prepare(adata, indices)
         target_code = self._condition_code(target_condition, "target_condition")
@@ -250,8 +262,9 @@ class PredictionMixin:
                     groups, reference_pair, cell_type_key, batch_size
                 )
             fitted = [m(settings).fit(reference, space, code, target_code) for m in methods]
-            prediction[rows] = self._predict_cells(fitted, group, reference, space, settings)
-        prediction = self._in_data_domain(prediction)
+            values = self._predict_cells(fitted, group, reference, space, settings)
+            zeros = self._expected_zeros(adata, indices[rows], reference, space, settings)
+            prediction[rows] = self._in_data_domain(values, zero_fraction=zeros)
         return self._prediction_anndata(
             adata, indices, prediction, cells["library"], target_code, source_code, space, settings
         )
@@ -277,6 +290,25 @@ class PredictionMixin:
             shift = MeanShift(settings).fit(reference, space, source_code, target_code)
             mixed = (1 - settings.shrinkage) * mixed + settings.shrinkage * shift.transform(cells)
         return self._to_output(mixed, cells, space, settings.sample, predictors[0].target_code)
+
+    def _expected_zeros(
+        self,
+        adata: AnnData,
+        rows: np.ndarray,
+        reference: Reference | None,
+        space: ModelSpace,
+        settings: Settings,
+    ) -> np.ndarray | None:
+        """Each gene's fraction of zeros that ``mse`` draws of ``rows`` are given, if any.
+
+        Count draws have their own zeros; expected values and predictions without a reference
+        are only floored.
+        """
+        if space.is_count_model or not (settings.sample and settings.match_zeros):
+            return None
+        if reference is None:
+            return None
+        return expected_zero_fraction(space.real(adata, rows), *reference.real(space))
 
     def _to_output(
         self, expected: np.ndarray, cells: Cells, space: ModelSpace, sample: bool, target_code: int
@@ -427,7 +459,8 @@ class PredictionMixin:
             parts = combined[combined[self.condition_key] == target]
             for column in columns:
                 obs[column] = parts[column].iloc[0] if len(parts) else obs[column]
-        predicted = AnnData(X=prediction, obs=obs, var=adata.var.copy())
+        sparse = sp.issparse(self._registered_matrix(adata)[0])
+        predicted = AnnData(X=like_input(prediction, sparse=sparse), obs=obs, var=adata.var.copy())
         record = {
             **_settings_record(settings),
             "target_condition": target,
@@ -438,7 +471,8 @@ class PredictionMixin:
             },
         }
         if space.is_count_model:
-            predicted.layers["log_normalized"] = space.log(prediction, library)
+            log_values = space.log(prediction, library)
+            predicted.layers["log_normalized"] = like_input(log_values, sparse=sparse)
             record["target_sum"] = space.target_sum
         predicted.uns["trVAE_predict"] = record
         return predicted
@@ -512,6 +546,7 @@ def _check_settings(
     neuron_edit_layer: str,
     n_percentiles: int,
     shrinkage: float | None,
+    match_zeros: bool,
 ) -> Settings:
     """Check a prediction's settings; ``shrinkage=None`` becomes the methods' default."""
     methods = tuple(method) if isinstance(method, list | tuple) else (method,)
@@ -542,6 +577,7 @@ def _check_settings(
         n_neighbors=None if n_neighbors is None else int(n_neighbors),
         neuron_edit_layer=neuron_edit_layer,
         n_percentiles=n_percentiles,
+        match_zeros=bool(match_zeros),
     )
 
 
@@ -552,6 +588,7 @@ def _settings_record(settings: Settings) -> dict:
         "method": methods[0] if len(methods) == 1 else list(methods),
         "sample": settings.sample,
         "shrinkage": settings.shrinkage,
+        "match_zeros": settings.match_zeros,
     }
     for name in methods:
         record.update({key: getattr(settings, key) for key in PREDICTORS[name].recorded})

@@ -36,6 +36,7 @@ class Settings:
     n_neighbors: int | None
     neuron_edit_layer: str
     n_percentiles: int
+    match_zeros: bool
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,64 @@
+"""The step that keeps outputs in the data's domain: floor at 0 and each gene's zeros."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from trvae_scvi.model._domain import (
+    expected_zero_fraction,
+    like_input,
+    match_zero_fraction,
+    zero_fraction,
+)
+
+
+def test_zero_fraction_counts_exact_zeros_dense_and_sparse():
+    values = np.array([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 3.0, 1e-30], [0.0, 1.0, 0.0]])
+    expected = [0.75, 0.25, 0.75]
+    np.testing.assert_allclose(zero_fraction(values), expected)
+    stored_zero = sp.csr_matrix(values)
+    stored_zero.data[0] = 0.0  # an explicit zero in the sparse structure is still a zero
+    np.testing.assert_allclose(zero_fraction(stored_zero), [0.75, 0.5, 0.75])
+
+
+def test_expected_zero_fraction_moves_the_own_fraction_as_the_reference_moved():
+    own = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]])  # 0.5, 0.25 zeros
+    source = np.array([[0.0, 1.0], [1.0, 1.0]])  # 0.5, 0
+    target = np.array([[1.0, 0.0], [1.0, 0.0]])  # 0, 1
+    # Gene 0: 0.5 - 0.5 = 0; gene 1: 0.25 + 1 = 1.25, clipped to 1.
+    np.testing.assert_allclose(expected_zero_fraction(own, source, target), [0.0, 1.0])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matching_zeros_reaches_the_fraction_and_keeps_each_genes_mean(seed):
+    rng = np.random.default_rng(seed)
+    values = np.maximum(rng.normal(0.3, 1.0, (200, 30)), 0).astype(np.float32)
+    fraction = rng.uniform(0, 1, 30)
+    before = values.copy()
+    match_zero_fraction(values, fraction)
+    wanted = np.minimum(np.rint(fraction * 200), 199) / 200
+    achieved = zero_fraction(values)
+    # At least the wanted zeros; more only where the floor had already made them.
+    assert np.all(achieved >= wanted - 1e-12)
+    assert np.all((achieved <= wanted + 1e-12) | (achieved == zero_fraction(before)))
+    np.testing.assert_allclose(values.mean(0), before.mean(0), rtol=1e-5)
+    assert (values >= 0).all()
+    # The zeros are the lowest values: every value kept was above every value zeroed.
+    for gene in range(30):
+        zeroed = (values[:, gene] == 0) & (before[:, gene] > 0)
+        if zeroed.any():
+            assert before[zeroed, gene].max() <= before[values[:, gene] > 0, gene].min()
+
+
+def test_matching_zeros_keeps_a_genes_largest_value():
+    values = np.array([[0.1, 0.0], [0.2, 0.0], [0.4, 0.0]], dtype=np.float32)
+    match_zero_fraction(values, np.array([1.0, 1.0]))
+    np.testing.assert_allclose(values[:, 0], [0.0, 0.0, 0.7], rtol=1e-6)
+    np.testing.assert_array_equal(values[:, 1], 0.0)
+
+
+def test_like_input_is_csr_only_for_sparse_input():
+    values = np.array([[0.0, 1.5], [0.0, 0.0]], dtype=np.float32)
+    sparse = like_input(values, sparse=True)
+    assert sp.issparse(sparse) and sparse.format == "csr" and sparse.nnz == 1
+    assert like_input(values, sparse=False) is values
