@@ -82,12 +82,23 @@ def check_choice(argument: str, value, choices: Sequence) -> None:
         raise ValueError(f"{argument}={value!r} is not supported; choose one of {list(choices)}.")
 
 
+def check_not_view(adata: AnnData) -> None:
+    """Raise on a view: registration writes to ``adata``, which would turn a view into a copy."""
+    if adata.is_view:
+        raise ValueError(
+            f"adata is a view of another AnnData ({adata.n_obs} x {adata.n_vars} cells x genes, "
+            "e.g. adata[mask]); registration writes to it. Pass a copy: "
+            "`adata = adata[mask].copy()`."
+        )
+
+
 def combine_condition_columns(adata: AnnData, condition_key) -> str | None:
     """The obs column of the condition; several columns are combined into a new one.
 
     ``condition_key=["donor", "stimulus"]`` writes ``adata.obs["donor_stimulus"]`` with values
     like ``"101_stim"`` (a column of that name must not exist with other values).
     """
+    check_not_view(adata)
     if condition_key is None or isinstance(condition_key, str):
         return condition_key
     keys = [str(key) for key in condition_key]
@@ -173,20 +184,23 @@ def validate_setup(adata: AnnData, condition_key: str | None, layer: str | None)
     conditions = adata.obs[condition_key]
     if conditions.isna().any():
         raise ValueError(
-            f"adata.obs[{condition_key!r}] has {int(conditions.isna().sum())} missing values. "
+            f"condition_key={condition_key!r}: adata.obs[{condition_key!r}] has "
+            f"{int(conditions.isna().sum())} missing values. "
             "Give every cell a condition or drop those cells."
         )
     n_conditions = conditions.nunique()
     if n_conditions < 2:
         raise ValueError(
-            f"adata.obs[{condition_key!r}] has {n_conditions} condition(s) "
+            f"condition_key={condition_key!r}: adata.obs[{condition_key!r}] has {n_conditions} "
+            "condition(s) "
             f"({list(conditions.unique())}); trVAE needs at least two to learn a transfer."
         )
     if hasattr(conditions, "cat"):
         empty = [c for c, n in conditions.value_counts(sort=False).items() if n == 0]
         if empty:
             raise ValueError(
-                f"adata.obs[{condition_key!r}] has categories without cells: {empty}. The model "
+                f"condition_key={condition_key!r}: adata.obs[{condition_key!r}] has categories "
+                f"without cells: {empty}. The model "
                 "cannot learn a condition it never sees; drop them with "
                 f"`adata.obs[{condition_key!r}] = "
                 f"adata.obs[{condition_key!r}].cat.remove_unused_categories()`."
@@ -229,30 +243,40 @@ def check_known_conditions(adata: AnnData, condition_key: str, known: np.ndarray
         )
 
 
-def check_indices(adata: AnnData, indices: Sequence[int] | None) -> np.ndarray:
-    """Integer positions of the selected cells; raise on an empty or out-of-range selection."""
+def check_indices(
+    adata: AnnData, indices: Sequence[int] | None, argument: str = "indices"
+) -> np.ndarray:
+    """Integer positions of the selected cells; raise on an empty or out-of-range selection.
+
+    ``argument`` is the name of the parameter the selection came from, for the messages.
+    """
     if indices is None:
         indices = np.arange(adata.n_obs)
     indices = np.asarray(indices)
+    if indices.ndim != 1:
+        raise ValueError(
+            f"{argument} must be a one-dimensional list of positions or a boolean mask; got an "
+            f"array of shape {indices.shape}. Pass e.g. np.flatnonzero(mask)."
+        )
     if indices.dtype == bool:
         if indices.shape[0] != adata.n_obs:
             raise ValueError(
-                f"indices is a boolean mask of length {indices.shape[0]}, but adata has "
+                f"{argument} is a boolean mask of length {indices.shape[0]}, but adata has "
                 f"{adata.n_obs} cells."
             )
         indices = np.flatnonzero(indices)
     if indices.size == 0:
         raise ValueError(
-            "The selection is empty (indices selects no cells, or adata has 0 cells). "
+            f"The selection is empty ({argument} selects no cells, or adata has 0 cells). "
             "Select at least one cell."
         )
     if not np.issubdtype(indices.dtype, np.integer):
         raise ValueError(
-            f"indices must be integer positions or a boolean mask, got dtype {indices.dtype}."
+            f"{argument} must be integer positions or a boolean mask, got dtype {indices.dtype}."
         )
     if indices.min() < 0 or indices.max() >= adata.n_obs:
         raise ValueError(
-            f"indices must lie in [0, {adata.n_obs}); got min {indices.min()} and max "
+            f"{argument} must lie in [0, {adata.n_obs}); got min {indices.min()} and max "
             f"{indices.max()}."
         )
     return indices
