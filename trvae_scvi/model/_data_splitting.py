@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from scvi import REGISTRY_KEYS, settings
 from scvi.dataloaders import DataSplitter
-from torch.utils.data import BatchSampler, DataLoader, WeightedRandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, WeightedRandomSampler
 
 
 class ConditionBalancedDataSplitter(DataSplitter):
@@ -81,6 +81,11 @@ class ConditionBalancedDataSplitter(DataSplitter):
         torch.Size([10, 4])
 
         """
+        if len(self.train_idx) == 0:
+            raise ValueError(
+                f"train_size={self.train_size!r} leaves no training cell among the "
+                f"{self.adata_manager.adata.n_obs} cells. Pass train_size=1.0, or more cells."
+            )
         if not self.condition_balanced:
             return super().train_dataloader()
         # Loader settings as scvi-tools' AnnDataLoader takes them: workers from scvi.settings
@@ -114,6 +119,8 @@ class ConditionBalancedDataSplitter(DataSplitter):
         dataset = self.adata_manager.create_torch_dataset(
             indices=self.train_idx, load_sparse_tensor=self.load_sparse_tensor
         )
+        if self.adata_manager.adata.isbacked:
+            dataset = _DistinctPositions(dataset)
         # batch_size=None: the sampler already yields whole batches of positions.
         return DataLoader(
             dataset,
@@ -122,3 +129,21 @@ class ConditionBalancedDataSplitter(DataSplitter):
             pin_memory=self.pin_memory,
             **loader_kwargs,
         )
+
+
+class _DistinctPositions(Dataset):
+    """A dataset that reads each batch's distinct cells once, in increasing order.
+
+    Balanced batches draw cells with replacement; an h5py-backed matrix refuses repeated or
+    unsorted positions. The rows come back in the order drawn, repeats included.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, positions) -> dict:
+        distinct, inverse = np.unique(np.asarray(positions), return_inverse=True)
+        return {key: value[inverse] for key, value in self.dataset[distinct].items()}

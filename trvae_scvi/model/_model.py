@@ -203,7 +203,9 @@ class TRVAE(
             )
         self.alpha = alpha
         # Count models scale their log-normalised outputs to this total (see `predict`).
-        self.median_library_size_ = float(np.median(scan.cell_sums))
+        # Over cells with any count: a median of 0 (most cells empty) would scale all to 0.
+        libraries = scan.cell_sums[scan.cell_sums > 0]
+        self.median_library_size_ = float(np.median(libraries)) if len(libraries) else 1.0
         # The data's domain, which every output keeps to (saved with the model).
         self.non_negative_data_ = bool(scan.minimum >= 0)
         # Set by load_query_data: only the new conditions' weights train.

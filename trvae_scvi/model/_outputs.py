@@ -17,6 +17,7 @@ from ._validation import (
     check_indices,
     check_known_conditions,
     check_matrix,
+    check_not_view,
     check_same_genes,
     scan_matrix,
 )
@@ -240,6 +241,8 @@ class OutputsMixin:
         if adata is not None and adata is not self.adata:
             if not isinstance(adata, AnnData):
                 raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+            # scvi-tools' validation would turn the user's view into a copy in place.
+            check_not_view(adata)
             check_same_genes(self.adata.var_names, adata)
             check_known_conditions(adata, self.condition_key, self.conditions)
         adata = self._validate_anndata(adata)

@@ -222,6 +222,7 @@ class PredictionMixin:
             n_percentiles=n_percentiles,
             shrinkage=shrinkage,
             match_zeros=match_zeros,
+            target_sum=target_sum,
         )
         adata, indices = self._prepare(adata, indices)
         target_code = self._condition_code(target_condition, "target_condition")
@@ -235,7 +236,7 @@ class PredictionMixin:
             decode_loop=self._decode,
             matrix_of=self._registered_matrix,
             is_count_model=self.module.is_count_model,
-            target_sum=float(target_sum or self.median_library_size_),
+            target_sum=float(self.median_library_size_ if target_sum is None else target_sum),
             batch_size=batch_size,
         )
         cells = self._encode(adata, indices, source_code, batch_size, not space.is_count_model)
@@ -377,7 +378,7 @@ class PredictionMixin:
         """
         source_code, target_code = pair
         if reference_indices is not None:
-            where, reference = adata, check_indices(adata, reference_indices)
+            where, reference = adata, check_indices(adata, reference_indices, "reference_indices")
             codes = self._registered_codes(where)
         else:
             where = self.adata
@@ -547,6 +548,7 @@ def _check_settings(
     n_percentiles: int,
     shrinkage: float | None,
     match_zeros: bool,
+    target_sum: float | None,
 ) -> Settings:
     """Check a prediction's settings; ``shrinkage=None`` becomes the methods' default."""
     methods = tuple(method) if isinstance(method, list | tuple) else (method,)
@@ -558,6 +560,11 @@ def _check_settings(
     for name in methods:
         check_choice("method", name, tuple(PREDICTORS))
     check_choice("neuron_edit_layer", neuron_edit_layer, ("y", "z"))
+    if target_sum is not None and not (np.isfinite(target_sum) and target_sum > 0):
+        raise ValueError(
+            f"target_sum={target_sum!r} must be a positive number, or None for the median "
+            "library size of the training cells."
+        )
     if not 0 <= calibration_weight <= 1:
         raise ValueError(f"calibration_weight={calibration_weight!r} must lie in [0, 1].")
     if n_neighbors is not None and int(n_neighbors) < 1:
