@@ -1,21 +1,10 @@
-"""Scale check: 1,000,000 cells x 2,000 genes, sparse, trained and predicted with bounded memory.
+"""Scale check: 1,000,000 cells x 2,000 genes, sparse, trained and predicted in bounded memory.
 
-1. ``generate``: writes a synthetic sparse h5ad to disk in chunks (never the whole matrix in
-   memory): negative-binomial counts of several cell types and conditions with realistic
-   sparsity (about 92% zeros), log-normalised into ``X`` (CSR, float32).
-2. ``run`` (a fresh process): reads it with anndata (``X`` stays a CSR matrix: about 1.6 GB),
-   ``TRVAE.setup_anndata``, one epoch of training (scvi-tools densifies one mini-batch at a
-   time), ``get_latent_representation`` over every cell, and ``predict`` (NeuronEdit, shrunk
-   0.25; the ``mse`` default also averages in ``"calibrated"``) over every cell in
-   chunks of ``--predict-chunk`` cells whose per-gene means are kept (a dense prediction of all
-   cells would be 8 GB). Peak RSS (``ru_maxrss``) is recorded after each step.
+A child process writes a synthetic sparse h5ad in chunks (negative-binomial counts, about 92%
+zeros, log-normalised CSR); this process reads it, trains one epoch, encodes every cell and
+predicts every cell in chunks, recording the wall time and the peak RSS after each step.
 
-Writes ``large_data.json`` and ``large_data.md`` under ``--out``.
-
-Usage::
-
-    python benchmarks/large_data.py                      # 1M cells (about 15 min on 2 cores)
-    python benchmarks/large_data.py --n-cells 20000      # a quick version
+Writes ``large_data.json`` and ``large_data.md``.
 """
 
 from __future__ import annotations
@@ -30,6 +19,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {"out": ROOT / "benchmarks" / "results"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data's size and the batch sizes."""
+    parser.add_argument("--n-cells", type=int, default=1_000_000)
+    parser.add_argument("--n-genes", type=int, default=2_000)
+    parser.add_argument("--n-conditions", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--predict-chunk", type=int, default=25_000)
 
 
 def peak_rss_gb() -> float:
@@ -54,12 +55,10 @@ def generate(path: Path, n_cells: int, n_genes: int, n_conditions: int, chunk: i
     cell_type = rng.integers(0, n_types, n_cells)
     condition = rng.integers(0, n_conditions, n_cells)
     obs = pd.DataFrame(
-        {
-            "condition": pd.Categorical([f"condition{c}" for c in condition]),
-            "cell_type": pd.Categorical([f"type{t}" for t in cell_type]),
-        },
+        {"condition": pd.Categorical([f"condition{c}" for c in condition]),
+         "cell_type": pd.Categorical([f"type{t}" for t in cell_type])},
         index=[f"cell{i}" for i in range(n_cells)],
-    )
+    )  # fmt: skip
     var = pd.DataFrame(index=[f"gene{g}" for g in range(n_genes)])
     with h5py.File(path, "w") as handle:
         write_elem(handle, "obs", obs)
@@ -92,17 +91,16 @@ def generate(path: Path, n_cells: int, n_genes: int, n_conditions: int, chunk: i
                 sparse_dataset(handle["X"]).append(block)
 
 
-def run(path: Path, batch_size: int, predict_chunk: int) -> dict:
+def run_model(path: Path, batch_size: int, predict_chunk: int) -> dict:
     """One epoch, the latent space of every cell and a chunked prediction of every cell."""
     import anndata as ad
     import scvi
 
     from trvae_scvi import TRVAE
 
-    result = {}
     start = time.perf_counter()
     adata = ad.read_h5ad(path)
-    result["read_s"], result["rss_after_read_gb"] = time.perf_counter() - start, peak_rss_gb()
+    result = {"read_s": time.perf_counter() - start, "rss_after_read_gb": peak_rss_gb()}
     result["x_type"] = type(adata.X).__name__
     result["x_density"] = adata.X.nnz / (adata.n_obs * adata.n_vars)
     scvi.settings.seed = 0
@@ -112,9 +110,8 @@ def run(path: Path, batch_size: int, predict_chunk: int) -> dict:
     model.train(max_epochs=1, batch_size=batch_size, train_size=1.0, enable_progress_bar=False)
     result["epoch_s"], result["rss_after_train_gb"] = time.perf_counter() - start, peak_rss_gb()
     start = time.perf_counter()
-    latent = model.get_latent_representation(batch_size=4096)
+    result["latent_shape"] = list(model.get_latent_representation(batch_size=4096).shape)
     result["latent_s"], result["rss_after_latent_gb"] = time.perf_counter() - start, peak_rss_gb()
-    result["latent_shape"] = list(latent.shape)
     start = time.perf_counter()
     target = str(adata.obs["condition"].cat.categories[0])
     total = np.zeros(adata.n_vars)
@@ -124,38 +121,28 @@ def run(path: Path, batch_size: int, predict_chunk: int) -> dict:
         predicted = model.predict(
             indices=indices, target_condition=target, method="neuron_edit", batch_size=4096
         )
-        total += np.asarray(predicted.X, dtype=np.float64).sum(0)
-        del predicted
-    result["predict_s"] = time.perf_counter() - start
-    result["rss_after_predict_gb"] = peak_rss_gb()
+        total += np.asarray(predicted.X.sum(0), dtype=np.float64).ravel()  # dense or CSR
+        del predicted  # before the next chunk's is made
+    result["predict_s"], result["rss_after_predict_gb"] = (
+        time.perf_counter() - start,
+        peak_rss_gb(),
+    )
     result["predicted_mean_finite"] = bool(np.isfinite(total / adata.n_obs).all())
     return result
 
 
-def main() -> None:
+def run(args: argparse.Namespace) -> None:
     """Generate the data in a child process, then run the model in this one."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n-cells", type=int, default=1_000_000)
-    parser.add_argument("--n-genes", type=int, default=2_000)
-    parser.add_argument("--n-conditions", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--predict-chunk", type=int, default=25_000)
-    parser.add_argument("--generate", metavar="PATH", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    args = parser.parse_args()
-    if args.generate:
-        generate(Path(args.generate), args.n_cells, args.n_genes, args.n_conditions, 20_000)
-        print(json.dumps({"rss_generate_gb": peak_rss_gb()}))
-        return
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from benchmarks.results import markdown
+
+    out = args.out
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "synthetic.h5ad"
         start = time.perf_counter()
+        sizes = [args.n_cells, args.n_genes, args.n_conditions]
         child = subprocess.run(
-            [sys.executable, __file__, "--generate", str(path), "--n-cells", str(args.n_cells),
-             "--n-genes", str(args.n_genes), "--n-conditions", str(args.n_conditions)],
-            check=True, capture_output=True, text=True,
+            [sys.executable, "-m", "benchmarks.large_data", str(path), *map(str, sizes)],
+            check=True, capture_output=True, text=True, cwd=ROOT,
         )  # fmt: skip
         result = {
             "n_cells": args.n_cells,
@@ -166,29 +153,33 @@ def main() -> None:
             **json.loads(child.stdout.strip().splitlines()[-1]),
             "file_gb": path.stat().st_size / 2**30,
         }
-        result.update(run(path, args.batch_size, args.predict_chunk))
+        result.update(run_model(path, args.batch_size, args.predict_chunk))
     (out / "large_data.json").write_text(json.dumps(result, indent=2) + "\n")
+    steps = [
+        ("write the h5ad in chunks (child process)", "generate_s", "rss_generate_gb"),
+        ("read it", "read_s", "rss_after_read_gb"),
+        ("one training epoch", "epoch_s", "rss_after_train_gb"),
+        ("get_latent_representation, all cells", "latent_s", "rss_after_latent_gb"),
+        (f"predict, all cells in chunks of {args.predict_chunk:,}", "predict_s",
+         "rss_after_predict_gb"),
+    ]  # fmt: skip
     lines = [
-        f"`python benchmarks/large_data.py --n-cells {args.n_cells}`: {args.n_cells:,} cells x "
+        f"`python -m benchmarks large_data --n-cells {args.n_cells}`: {args.n_cells:,} cells x "
         f"{args.n_genes:,} genes, {args.n_conditions} conditions, X density "
         f"{result['x_density']:.3f} ({result['x_type']} in memory), default TRVAE, batch "
         f"{args.batch_size}, CPU threads of this machine.",
         "",
-        "| step | wall s | peak RSS so far, GB |",
-        "|---|---|---|",
-        f"| write the h5ad in chunks (child process) | {result['generate_s']:.0f} "
-        f"| {result['rss_generate_gb']:.2f} |",
-        f"| read it | {result['read_s']:.0f} | {result['rss_after_read_gb']:.2f} |",
-        f"| one training epoch | {result['epoch_s']:.0f} | {result['rss_after_train_gb']:.2f} |",
-        f"| get_latent_representation, all cells | {result['latent_s']:.0f} "
-        f"| {result['rss_after_latent_gb']:.2f} |",
-        f"| predict, all cells in chunks of {args.predict_chunk:,} | {result['predict_s']:.0f} "
-        f"| {result['rss_after_predict_gb']:.2f} |",
+        *markdown(
+            ["step", "wall s", "peak RSS so far, GB"],
+            [[name, f"{result[s]:.0f}", f"{result[gb]:.2f}"] for name, s, gb in steps],
+        ),
         "",
     ]
     (out / "large_data.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the child: PATH N_CELLS N_GENES N_CONDITIONS
+    path, *sizes = sys.argv[1:]
+    generate(Path(path), *map(int, sizes), chunk=20_000)
+    print(json.dumps({"rss_generate_gb": peak_rss_gb()}))

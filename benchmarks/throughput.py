@@ -1,24 +1,11 @@
 """Training throughput of trvae-scvi's TRVAE vs scArches' TRVAE, and the CPU's matmul roofline.
 
-Both train the paper's architecture (encoder 800-800-128, latent 20, MMD on the first decoder
-layer, MSE) with batches of ``--batch-size`` on the same synthetic data (``--n-cells`` cells,
-log-normalised sparse values, 10% non-zero), at 2,000 and 7,000 genes and 2 and 50 conditions.
-Each (tool, genes, conditions) runs in its own process, so its peak RSS is its own: ours in this
-Python, scArches in ``benchmarks/peers/.venv-scarches`` (made by ``benchmarks/peers/setup.sh``).
-Cells/s = training cells x epochs / wall time of the library's own ``train`` call, validation
-and data loading included (scArches evaluates a 10% validation split each epoch; we do not).
+Both train the paper's architecture on the same synthetic sparse data at each number of genes
+and conditions, each run in its own process (scArches in ``benchmarks/peers/.venv-scarches``).
+Cells/s = training cells x epochs / wall time of the library's ``train``; the roofline compares
+the FLOPs of a training step with the best matmul FLOP/s torch reaches here.
 
-Roofline: the FLOPs of one training step (forward 2·in·out per cell and layer, backward 4·in·out,
-2·in·out for the first layer whose input needs no gradient) against the best dense matmul
-FLOP/s torch reaches on this CPU in the same run (square 2,048 and the first and last layers'
-shapes, before and after the trainings).
-
-Writes ``throughput.json`` and ``throughput.md`` under ``--out``.
-
-Usage::
-
-    python benchmarks/throughput.py
-    python benchmarks/throughput.py --genes 2000 --conditions 2 --epochs 1   # a quick version
+Writes ``throughput.json`` and ``throughput.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +22,18 @@ import numpy as np
 
 HIDDEN = [800, 800, 128]
 N_LATENT = 20
-SCARCHES_PYTHON = Path(__file__).parent / "peers" / ".venv-scarches" / "bin" / "python"
+ROOT = Path(__file__).resolve().parents[1]
+SCARCHES_PYTHON = ROOT / "benchmarks" / "peers" / ".venv-scarches" / "bin" / "python"
+DEFAULTS = {"max_epochs": 2, "out": ROOT / "benchmarks" / "results"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings measured, and the tools."""
+    parser.add_argument("--genes", nargs="+", type=int, default=[2000, 7000])
+    parser.add_argument("--conditions", nargs="+", type=int, default=[2, 50])
+    parser.add_argument("--n-cells", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--tools", nargs="+", default=["ours", "scarches"])
 
 
 def synthetic(n_cells: int, n_genes: int, n_conditions: int):
@@ -56,22 +54,18 @@ def train_ours(adata, epochs: int, batch_size: int) -> tuple[float, float]:
     """Wall time of ``TRVAE.train`` (90% of the cells train) and cells/s of its loader alone."""
     import scvi
 
+    from benchmarks.runners import timed
     from trvae_scvi import TRVAE
     from trvae_scvi.model import ConditionBalancedDataSplitter
 
     scvi.settings.seed = 0
     TRVAE.setup_anndata(adata, condition_key="condition")
     model = TRVAE(adata, hidden_sizes=HIDDEN, n_latent=N_LATENT)
-    # The training loader alone, as train builds it (no workers: batches are sliced from the
-    # in-memory matrix in the training process).
     splitter = ConditionBalancedDataSplitter(model.adata_manager, batch_size=batch_size)
-    splitter.setup()
-    start = time.perf_counter()
-    n_loaded = sum(len(batch["X"]) for batch in splitter.train_dataloader())
-    loader_cells_per_s = n_loaded / (time.perf_counter() - start)
-    start = time.perf_counter()
-    model.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False)
-    return time.perf_counter() - start, loader_cells_per_s
+    splitter.setup()  # the training loader alone, as train builds it
+    n_loaded, seconds = timed(lambda: sum(len(b["X"]) for b in splitter.train_dataloader()))
+    train = {"max_epochs": epochs, "batch_size": batch_size, "enable_progress_bar": False}
+    return timed(model.train, **train)[1], n_loaded / seconds
 
 
 def train_scarches(adata, epochs: int, batch_size: int) -> tuple[float, None]:
@@ -79,16 +73,9 @@ def train_scarches(adata, epochs: int, batch_size: int) -> tuple[float, None]:
     import scarches
 
     model = scarches.models.TRVAE(
-        adata,
-        condition_key="condition",
-        hidden_layer_sizes=HIDDEN,
-        latent_dim=N_LATENT,
-        recon_loss="mse",
-        mmd_on="y",
-        use_bn=False,
-        use_ln=False,
-        dr_rate=0.0,
-    )
+        adata, condition_key="condition", hidden_layer_sizes=HIDDEN, latent_dim=N_LATENT,
+        recon_loss="mse", mmd_on="y", use_bn=False, use_ln=False, dr_rate=0.0,
+    )  # fmt: skip
     start = time.perf_counter()
     model.train(n_epochs=epochs, batch_size=batch_size, use_early_stopping=False, monitor=False)
     return time.perf_counter() - start, None
@@ -103,27 +90,20 @@ def worker(tool: str, n_cells: int, n_genes: int, n_conditions: int, epochs, bat
     seconds, loader_cells_per_s = train(adata, epochs, batch_size)
     n_train = int(round(0.9 * n_cells))
     return {
-        "tool": tool,
-        "genes": n_genes,
-        "conditions": n_conditions,
-        "cells_per_s": n_train * epochs / seconds,
-        "train_s": seconds,
+        "tool": tool, "genes": n_genes, "conditions": n_conditions,
+        "cells_per_s": n_train * epochs / seconds, "train_s": seconds,
         "loader_cells_per_s": loader_cells_per_s,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }  # fmt: skip
 
 
 def matmul_flops(n_genes: int, batch_size: int) -> float:
     """Best dense float32 matmul FLOP/s of torch here, over a few shapes."""
     import torch
 
-    shapes = [
-        (2048, 2048, 2048),
-        (batch_size, n_genes, HIDDEN[0]),
-        (batch_size, HIDDEN[0], n_genes),
-    ]
+    h = HIDDEN[0]
+    shapes = [(2048, 2048, 2048), (batch_size, n_genes, h), (batch_size, h, n_genes)]
     best = 0.0
     for m, k, n in shapes:
         a, b = torch.randn(m, k), torch.randn(k, n)
@@ -148,94 +128,83 @@ def step_flops_per_cell(n_genes: int, n_conditions: int) -> float:
     return flops - 2 * layers[0][0] * layers[0][1]  # the input needs no gradient
 
 
-def main() -> None:
+def measure(args: argparse.Namespace, tool: str, n_genes: int, n_conditions: int) -> dict:
+    """One measurement in its own process: ours in this Python, scArches in its venv."""
+    python = sys.executable if tool == "ours" else str(SCARCHES_PYTHON)
+    if tool == "scarches" and not SCARCHES_PYTHON.exists():
+        raise SystemExit(f"{SCARCHES_PYTHON} is missing: bash benchmarks/peers/setup.sh")
+    sizes = [args.n_cells, n_genes, n_conditions, args.max_epochs, args.batch_size]
+    done = subprocess.run(
+        [python, "-m", "benchmarks.throughput", tool, *map(str, sizes)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"{tool} failed:\n{done.stderr[-3000:]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row["step_mflop_per_cell"] = step_flops_per_cell(n_genes, n_conditions) / 1e6
+    return row
+
+
+def run(args: argparse.Namespace) -> None:
     """Run every measurement in its own process and write the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--genes", nargs="+", type=int, default=[2000, 7000])
-    parser.add_argument("--conditions", nargs="+", type=int, default=[2, 50])
-    parser.add_argument("--n-cells", type=int, default=10_000)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--tools", nargs="+", default=["ours", "scarches"])
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    args = parser.parse_args()
-    if args.worker:
-        result = worker(
-            args.worker, args.n_cells, args.genes[0], args.conditions[0], args.epochs,
-            args.batch_size,
-        )  # fmt: skip
-        print(json.dumps(result))
-        return
     rows = []
     # The CPU's peak: the best over the run's shapes, measured before and after the trainings.
     peaks = [matmul_flops(n_genes, args.batch_size) for n_genes in args.genes]
     for n_genes in args.genes:
         for n_conditions in args.conditions:
             for tool in args.tools:
-                python = sys.executable if tool == "ours" else str(SCARCHES_PYTHON)
-                if tool == "scarches" and not SCARCHES_PYTHON.exists():
-                    raise SystemExit(
-                        f"{SCARCHES_PYTHON} is missing: bash benchmarks/peers/setup.sh"
-                    )
-                done = subprocess.run(
-                    [python, __file__, "--worker", tool, "--genes", str(n_genes),
-                     "--conditions", str(n_conditions), "--n-cells", str(args.n_cells),
-                     "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)],
-                    capture_output=True, text=True,
-                )  # fmt: skip
-                if done.returncode != 0:
-                    raise SystemExit(f"{tool} failed:\n{done.stderr[-3000:]}")
-                row = json.loads(done.stdout.strip().splitlines()[-1])
-                row["step_mflop_per_cell"] = step_flops_per_cell(n_genes, n_conditions) / 1e6
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                rows.append(measure(args, tool, n_genes, n_conditions))
+                print(json.dumps(rows[-1]), flush=True)
     peaks += [matmul_flops(n_genes, args.batch_size) for n_genes in args.genes]
     for row in rows:
         row["matmul_gflops"] = max(peaks) / 1e9
         gflops = row["cells_per_s"] * row["step_mflop_per_cell"] / 1e3
         row["roofline_pct"] = 100 * gflops / row["matmul_gflops"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
     (out / "throughput.json").write_text(json.dumps(rows, indent=2) + "\n")
     write_table(rows, args, out / "throughput.md")
 
 
 def write_table(rows: list[dict], args, path: Path) -> None:
     """Markdown: cells/s, memory and roofline per setting, and the ratios that matter."""
-    lines = [
-        f"`python benchmarks/throughput.py`: {args.n_cells:,} synthetic cells, {args.epochs} "
-        f"epochs, batch {args.batch_size}, encoder {'-'.join(map(str, HIDDEN))}, latent "
-        f"{N_LATENT}, MMD on y, MSE; {rows[0]['threads']} CPU threads.",
-        "",
-        "| genes | conditions | tool | cells/s | loader alone, cells/s | peak RSS GB "
-        "| MFLOP/cell | matmul GFLOP/s | % of roofline |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        loader = f"{r['loader_cells_per_s']:.0f}" if r["loader_cells_per_s"] else "-"
-        lines.append(
-            f"| {r['genes']} | {r['conditions']} | {r['tool']} | {r['cells_per_s']:.0f} "
-            f"| {loader} | {r['peak_rss_gb']:.2f} | {r['step_mflop_per_cell']:.1f} "
-            f"| {r['matmul_gflops']:.0f} | {r['roofline_pct']:.0f} |"
-        )
+    from benchmarks.results import markdown
+
+    header = ["genes", "conditions", "tool", "cells/s", "loader alone, cells/s", "peak RSS GB"]
+    header += ["MFLOP/cell", "matmul GFLOP/s", "% of roofline"]
+    table = [
+        [r["genes"], r["conditions"], r["tool"], f"{r['cells_per_s']:.0f}",
+         f"{r['loader_cells_per_s']:.0f}" if r["loader_cells_per_s"] else "-",
+         f"{r['peak_rss_gb']:.2f}", f"{r['step_mflop_per_cell']:.1f}",
+         f"{r['matmul_gflops']:.0f}", f"{r['roofline_pct']:.0f}"]
+        for r in rows
+    ]  # fmt: skip
     speed = {(r["tool"], r["genes"], r["conditions"]): r["cells_per_s"] for r in rows}
-    lines += [
-        "",
-        "| genes | conditions | ours / scArches (cells/s) | ours: time per cell vs fewest |",
-        "|---|---|---|---|",
-    ]
+    ratios = []
     for genes in args.genes:
         for conditions in args.conditions:
             ours = speed.get(("ours", genes, conditions))
             theirs = speed.get(("scarches", genes, conditions))
             base = speed.get(("ours", genes, args.conditions[0]))
             ratio = f"{ours / theirs:.2f}" if ours and theirs else "-"
-            cost = f"{base / ours:.2f}" if ours and base else "-"
-            lines.append(f"| {genes} | {conditions} | {ratio} | {cost} |")
+            ratios.append(
+                [genes, conditions, ratio, f"{base / ours:.2f}" if ours and base else "-"]
+            )
+    lines = [
+        f"`python -m benchmarks throughput`: {args.n_cells:,} synthetic cells, {args.max_epochs} "
+        f"epochs, batch {args.batch_size}, encoder {'-'.join(map(str, HIDDEN))}, latent "
+        f"{N_LATENT}, MMD on y, MSE; {rows[0]['threads']} CPU threads.",
+        "",
+        *markdown(header, table),
+        "",
+        *markdown(
+            ["genes", "conditions", "ours / scArches (cells/s)", "ours: time per cell vs fewest"],
+            ratios,
+        ),
+    ]
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a worker: TOOL N_CELLS N_GENES N_CONDITIONS EPOCHS BATCH_SIZE
+    tool, *sizes = sys.argv[1:]
+    print(json.dumps(worker(tool, *map(int, sizes))))

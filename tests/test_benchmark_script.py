@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import subprocess
 import sys
@@ -7,29 +6,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
+from helpers import SMALL, make_counts
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+from benchmarks import tune_defaults
+from benchmarks.__main__ import main
+from benchmarks.data import DATASETS, Dataset, dense, form_data
+from benchmarks.scoring import scores
+from benchmarks.tasks import Task, check_split, tasks
+from trvae_scvi.benchmarking import hold_out
+
+ROOT = Path(__file__).parents[1]
 
 
-def load(name: str):
-    """A benchmark script as a module (its folder on sys.path, as when it runs)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+def perturbation_counts():
+    """Synthetic counts named like the perturbation datasets (control/stimulated, cell_type)."""
+    adata = make_counts(n_cells=240, n_genes=40)
+    adata.obs["condition"] = adata.obs.condition.map({"c0": "control", "c1": "stimulated"})
+    return adata
 
 
 @pytest.mark.shared_data
 def test_holdout_benchmark_runs_end_to_end(tmp_path):
-    benchmark = load("holdout")
-    from perturbation_data import DATASETS
-
-    from trvae_scvi.benchmarking import hold_out
-
     # A peer's prediction as benchmarks/peers writes it: here the control cells themselves.
     task = hold_out(DATASETS["glioblastoma"].load(), "PW034")
     peer_dir = tmp_path / "peers" / "glioblastoma" / "scgen"
@@ -37,9 +35,9 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     names = task.train.obs_names[task.control_indices].to_numpy().astype(str)
     np.savez(peer_dir / "PW034_seed0.npz", predicted=task.control, obs_names=names, seconds=1.5)
     (peer_dir / "settings.json").write_text(json.dumps({"versions": {"pertpy": "1.0.3"}}))
-    benchmark.main(
-        ["--datasets", "glioblastoma", "--groups", "PW034", "--seeds", "0", "--max-epochs", "1"]
-        + ["--out", str(tmp_path), "--peers", str(tmp_path / "peers")]
+    main(
+        ["holdout", "--datasets", "glioblastoma", "--groups", "PW034", "--seeds", "0"]
+        + ["--max-epochs", "1", "--out", str(tmp_path), "--peers", str(tmp_path / "peers")]
     )
     frame = pd.read_csv(tmp_path / "holdout.csv")
     ours = {
@@ -55,8 +53,14 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     log_only = {"scGen (pertpy)", "trVAE NeuronEdit (y), shrunk 0.25"}
     assert set(frame[frame.form == "log"].method) == ours | baselines | log_only
     assert frame["value"].notna().all()
+    # Every method has the domain rows; outputs of non-negative data are floored at 0.
+    domain = frame[frame.metric == "out_of_domain_fraction"].set_index(["form", "method"])
+    assert len(domain) == len(frame.groupby(["form", "method"]))
+    assert domain.loc[("log", "trVAE default"), "value"] == 0.0
+    assert domain.loc[("log", "mean shift"), "value"] > 0  # the mean shift is not floored
     table = (tmp_path / "holdout.md").read_text()
     assert "## glioblastoma, counts" in table and "scGen (pertpy): pertpy 1.0.3" in table
+    assert "| zeros (real) | out of domain (real) |" in table
     # The peer's "prediction" is the control cells, so it scores exactly as identity.
     r2 = frame[(frame.metric == "r2_mean_deg") & (frame.form == "log")].set_index("method")
     assert r2.loc["scGen (pertpy)", "value"] == r2.loc["control unchanged", "value"]
@@ -64,26 +68,113 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     assert (tmp_path / "holdout_glioblastoma_log_PW034.png").stat().st_size > 0
 
 
+def test_scores_take_sparse_predictions_and_count_the_domain():
+    adata = perturbation_counts()
+    task = hold_out(adata, "t0", n_degs=10)
+    predicted = task.control.copy()
+    predicted[0, :4] = -1.0
+    dense, sparse = (
+        scores(predicted, task.real, task, 0),
+        scores(sp.csr_matrix(predicted), task.real, task, 0),
+    )
+    assert dense == sparse
+    assert dense["out_of_domain_fraction"] == pytest.approx(4 / predicted.size)
+    assert dense["zero_fraction"] == pytest.approx((predicted == 0).mean())
+    assert dense["zero_fraction_real"] == pytest.approx((task.real == 0).mean())
+    assert dense["out_of_domain_fraction_real"] == 0.0
+
+
+def test_tuning_scores_for_the_default_candidate_what_predict_returns(monkeypatch):
+    """The candidate the rule chose is scored exactly as ``predict()``'s defaults make it."""
+    adata = perturbation_counts()
+    monkeypatch.setitem(DATASETS, "tiny", Dataset("tiny", lambda: adata.copy(), ("t0",)))
+    monkeypatch.setitem(tune_defaults.CONFIGS, "tiny", (SMALL, None))
+    monkeypatch.setattr(tune_defaults, "train_config", lambda *a: trained)
+    scored = {}
+
+    def capture(predicted, real, task, n_boot):
+        scored[len(scored)] = dense(predicted)
+        return {}
+
+    monkeypatch.setattr(tune_defaults, "scores", capture)
+    task = hold_out(adata, "t0")
+    trained = tune_defaults.train(task.train, 3, 1, None, **SMALL)[0]
+    rows = tune_defaults.run_one("tiny", "tiny", "t0", 3)
+    names = [row["predictor"] for row in rows]
+    candidate = scored[names.index(tune_defaults.DEFAULT_CANDIDATE)]
+    import scvi
+
+    scvi.settings.seed = 3
+    default = trained.predict(
+        indices=task.control_indices, target_condition="stimulated", cell_type_key="cell_type"
+    )
+    np.testing.assert_array_equal(candidate, dense(default.X))
+
+
+def test_tuning_and_reporting_tasks_are_disjoint():
+    for dataset in DATASETS.values():
+        for role in ("tuning", "reporting"):
+            assert set(tasks(role, [dataset.name])) == {
+                Task(dataset.name, g, role) for g in getattr(dataset, f"{role}_groups")
+            }
+    tuning = {(t.dataset, t.group) for t in tasks("tuning", list(DATASETS))}
+    reporting = {(t.dataset, t.group) for t in tasks("reporting", list(DATASETS))}
+    assert tuning and reporting and not tuning & reporting
+    shared = {"glio": Dataset("glio", lambda: None, ("PW030", "PW034"), ("PW034",))}
+    with pytest.raises(ValueError, match="PW034"):
+        check_split(shared)
+    with pytest.raises(ValueError, match="both tune and report"):
+        tasks("tuning", ["glio"], registry=shared)
+
+
+@pytest.mark.shared_data
+def test_no_tuning_cell_is_a_reporting_cell():
+    import anndata as ad
+
+    from benchmarks.data import SHARED, _barcodes, cell_keys, kang_seurat_subset
+
+    tuning = kang_seurat_subset()
+    keys = set(
+        zip(_barcodes(tuning.obs_names, "ifnb"), tuning.obs.condition.astype(str), strict=True)
+    )
+    for file, kind in (
+        ("kang2018_pbmc_scgen_valid.h5ad", "scgen"),
+        ("kang2018_pbmc_muscat_example.h5ad", "muscat"),
+    ):
+        reported = cell_keys(ad.read_h5ad(SHARED / file), kind)
+        assert len(reported) > 1000 and not keys & reported
+
+
 @pytest.mark.shared_data
 def test_tuning_runs_and_picks_a_default(tmp_path, monkeypatch):
-    tuning = load("tune_defaults")
     tiny = {"hidden_sizes": (32,), "n_latent": 4}
     configs = {"tiny": (tiny, 20), "tiny counts": ({**tiny, "recon_loss": "nb"}, 20)}
-    monkeypatch.setattr(tuning, "CONFIGS", configs)
+    monkeypatch.setattr(tune_defaults, "CONFIGS", configs)
     shift = {"method": "calibrated", "calibration_weight": 0.0}
-    monkeypatch.setattr(tuning, "PREDICTORS", {"transfer": {"method": "transfer"}, "shift": shift})
-    monkeypatch.setattr(tuning, "BLENDS", {"half": {"transfer": 0.5, "shift": 0.5}})
-    tuning.main(["--configs", *configs, "--datasets", "glioblastoma", "--out", str(tmp_path)])
+    predictors = {"transfer": {"method": "transfer"}, "shift": shift}
+    monkeypatch.setattr(tune_defaults, "PREDICTORS", predictors)
+    monkeypatch.setattr(tune_defaults, "BLENDS", {"half": {"method": ("neuron_edit", "transfer")}})
+    main(
+        [
+            "tune_defaults",
+            "--configs",
+            *configs,
+            "--datasets",
+            "glioblastoma",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     rows = [json.loads(line) for line in (tmp_path / "tune_defaults.jsonl").open()]
-    count_predictors = ("mean shift", *tuning.COUNT_PREDICTORS)
+    count_predictors = ("mean shift", *tune_defaults.COUNT_PREDICTORS)
     assert {(r["config"], r["group"], r["predictor"]) for r in rows} == {
         (config, group, predictor)
         for group in ("PW030", "PW032")
-        for config, predictors in (
+        for config, names in (
             ("tiny", ("mean shift", "transfer", "shift", "half")),
             ("tiny counts", count_predictors),
         )
-        for predictor in predictors
+        for predictor in names
     }
     # Count models are scored on log values: the same mean shift as the log form's.
     by_config = {(r["config"], r["group"], r["predictor"]): r for r in rows}
@@ -91,24 +182,18 @@ def test_tuning_runs_and_picks_a_default(tmp_path, monkeypatch):
         assert by_config["tiny counts", group, "mean shift"]["r2_mean_deg"] == pytest.approx(
             by_config["tiny", group, "mean shift"]["r2_mean_deg"]
         )
-    rows = [r for r in rows if r["config"] == "tiny"]
     # The calibrated transfer with weight 0 draws the mean shift itself, floored at 0 as
     # every output of non-negative data.
-    from holdout import form_data, scores  # imported by tune_defaults above
-
-    from trvae_scvi.benchmarking import hold_out
-
-    by_name = {(r["group"], r["predictor"]): r for r in rows}
     adata = form_data("glioblastoma", "log")[0]
     for group in ("PW030", "PW032"):
         task = hold_out(adata, group)
         floored = scores(np.maximum(task.mean_shift, 0), task.real, task, 0)
-        assert by_name[group, "shift"]["r2_mean_deg"] == pytest.approx(
+        assert by_config["tiny", group, "shift"]["r2_mean_deg"] == pytest.approx(
             floored["r2_mean_deg"], abs=1e-4
         )
     table = (tmp_path / "tune_defaults.md").read_text()
     frame = pd.read_json(tmp_path / "tune_defaults.jsonl", lines=True)
-    _, best = tuning.summarise(frame[frame.config == "tiny"])
+    _, best = tune_defaults.summarise(frame[frame.config == "tiny"])
     assert best[1] in {"transfer", "shift", "half"}
     log_form, count_form = table.split("### Count form")
     assert f"Chosen by the rule: **tiny** with **{best[1]}**." in log_form
@@ -117,7 +202,7 @@ def test_tuning_runs_and_picks_a_default(tmp_path, monkeypatch):
 
 
 def test_image_benchmark_runs(tmp_path):
-    load("images").main(["--max-epochs", "1", "--out", str(tmp_path)])
+    main(["images", "--max-epochs", "1", "--out", str(tmp_path)])
     frame = pd.read_csv(tmp_path / "images.csv")
     assert set(frame.digit.astype(str)) == {"0", "2", "4", "5", "8", "9"}
     assert {"mean pixel shift", "trVAE transfer", "MMD on z transfer"} <= set(frame.method)
@@ -128,13 +213,13 @@ def test_image_benchmark_runs(tmp_path):
 
 def test_large_data_benchmark_small_version(tmp_path):
     """The 1M-cell scale check, shrunk: X stays sparse, every cell is encoded and predicted."""
-    script = Path(__file__).parents[1] / "benchmarks" / "large_data.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--n-cells", "3000", "--n-genes", "300"]
-        + ["--batch-size", "256", "--predict-chunk", "1000", "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks", "large_data", "--n-cells", "3000", "--n-genes"]
+        + ["300", "--batch-size", "256", "--predict-chunk", "1000", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "large_data.json").read_text())
@@ -147,9 +232,9 @@ def test_large_data_benchmark_small_version(tmp_path):
 
 @pytest.mark.shared_data
 def test_cross_donor_benchmark_runs(tmp_path):
-    load("cross_donor").main(
-        ["--seeds", "0", "--cell-types", "B cells", "--donors", "101", "--likelihoods", "nb"]
-        + ["--max-epochs", "1", "--out", str(tmp_path)]
+    main(
+        ["cross_donor", "--seeds", "0", "--cell-types", "B cells", "--donors", "101"]
+        + ["--likelihoods", "nb", "--max-epochs", "1", "--out", str(tmp_path)]
     )
     frame = pd.read_csv(tmp_path / "cross_donor.csv")
     assert {
@@ -161,6 +246,7 @@ def test_cross_donor_benchmark_runs(tmp_path):
         "mean shift (donor)",
         "other donor's response",
     } <= set(frame.method)
+    assert {"zero_fraction", "zero_fraction_real"} <= set(frame.metric)
     table = (tmp_path / "cross_donor.md").read_text()
     assert "`trVAE default, other donor as reference` beats both shift baselines" in table
     assert "`trVAE default, other donor's same type as reference` beats both" in table

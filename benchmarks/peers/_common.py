@@ -1,13 +1,8 @@
-"""Shared helpers of the peer prediction scripts (needs only numpy and anndata).
+"""Shared helpers of the peer prediction scripts (numpy and anndata only).
 
-The split is the project's held-out protocol (``trvae_scvi.benchmarking.hold_out``, as
-``benchmarks/holdout.py`` uses it): for a group T (a cell type, or a patient), train on every
-cell except T's stimulated cells and predict the stimulated state of T's control cells, in their
-order in the file.
-
-Datasets (``--dataset``): ``kang``, the bundled Kang file read as it is, and ``glioblastoma``,
-the log form of ``perturbation_data.glioblastoma()`` written to ``data/glioblastoma_log.h5ad``
-by ``write_data.py`` (run with the project's venv; the peers' venvs cannot import the project).
+The split is ``trvae_scvi.benchmarking.hold_out``'s: for a group T, train on every cell but T's
+stimulated cells and predict the stimulated state of T's control cells, in file order. The data
+are ``data/<dataset>_log.h5ad``, written by ``python -m benchmarks peer_data``.
 """
 
 from __future__ import annotations
@@ -24,16 +19,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-KANG_DATA = (
-    HERE.parent.parent / "trvae_scvi" / "datasets" / "data" / "kang2018_pbmc_scgen_valid.h5ad"
-)
-DATA_DIR = HERE / "data"  # files written by write_data.py (git-ignored)
-CELL_TYPES = ["B", "CD14+Mono", "CD4T", "CD8T", "Dendritic", "FCGR3A+Mono", "NK"]
-# Each dataset's file and its reporting groups (those of benchmarks/perturbation_data.py).
-DATASETS = {
-    "kang": (KANG_DATA, CELL_TYPES),
-    "glioblastoma": (DATA_DIR / "glioblastoma_log.h5ad", ["PW034", "PW036", "PW040"]),
-}
+DATA_DIR = HERE / "data"  # files written by ``python -m benchmarks peer_data`` (git-ignored)
 CELL_TYPE_KEY, CONDITION_KEY = "cell_type", "condition"
 CONTROL, STIMULATED = "control", "stimulated"
 
@@ -41,34 +27,28 @@ CONTROL, STIMULATED = "control", "stimulated"
 def parse_args(description: str) -> argparse.Namespace:
     """The arguments every peer script takes."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="kang")
-    parser.add_argument("--data", type=Path, default=None, help="default: the dataset's file")
-    parser.add_argument(
-        "--groups",
-        "--cell-types",
-        dest="groups",
-        nargs="+",
-        default=None,
-        help="cell types (kang) or patients (glioblastoma); default: the reporting groups",
-    )
+    parser.add_argument("--dataset", default="kang", help="reads data/<dataset>_log.h5ad")
+    parser.add_argument("--groups", nargs="+", help="default: the dataset's reporting groups")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=HERE / "predictions")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the epoch cap")
     parser.add_argument("--overwrite", action="store_true", help="redo runs whose .npz exists")
     args = parser.parse_args()
-    data, groups = DATASETS[args.dataset]
-    args.data = data if args.data is None else args.data
-    args.groups = groups if args.groups is None else args.groups
+    args.data = DATA_DIR / f"{args.dataset}_log.h5ad"
     if not args.data.exists():
         raise SystemExit(
             f"{args.data} is missing; write it with the project's venv: "
-            f".venv/bin/python benchmarks/peers/write_data.py --datasets {args.dataset}"
+            f".venv/bin/python -m benchmarks peer_data --datasets {args.dataset}"
         )
+    if args.groups is None:
+        import anndata
+
+        args.groups = list(anndata.read_h5ad(args.data, backed="r").uns["reporting_groups"])
     return args
 
 
 def read_data(path: Path):
-    """The data set as AnnData (plain ``read_h5ad``; it works with anndata 0.10 and 0.12)."""
+    """The data set as AnnData, its keys categorical."""
     import anndata
 
     adata = anndata.read_h5ad(path)
@@ -115,13 +95,8 @@ def versions(packages: list[str]) -> dict[str, str]:
     return found
 
 
-def write_settings(out: Path, settings: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-
-
 def write_prediction(path: Path, predicted, obs_names, seconds: float, extra: dict) -> None:
-    """Write one run's ``.npz`` (float32 dense predictions, the control cells' names, seconds)."""
+    """Write one run's ``.npz``: float32 predictions, the control cells' names, seconds."""
     predicted = np.asarray(predicted, dtype=np.float32)
     if not np.isfinite(predicted).all():
         raise RuntimeError(f"{path.name}: prediction has non-finite values")
@@ -139,19 +114,14 @@ def write_prediction(path: Path, predicted, obs_names, seconds: float, extra: di
 def run_all(peer: str, args: argparse.Namespace, settings: dict, fit_predict) -> None:
     """Run ``fit_predict(train, group, seed) -> (predicted, obs_names, extra)`` on every task.
 
-    Writes ``OUT/<dataset>/<peer>/<group>_seed<S>.npz`` and ``OUT/<dataset>/<peer>/settings.json``.
-    ``seconds`` in each ``.npz`` is the wall time of ``fit_predict`` (model set-up, training and
-    prediction; reading the file and making the split are not counted).
+    Writes ``OUT/<dataset>/<peer>/<group>_seed<S>.npz`` (``seconds``: ``fit_predict``'s wall
+    time) and ``OUT/<dataset>/<peer>/settings.json``.
     """
     adata = read_data(args.data)
     out = args.out / args.dataset / peer
     settings = {
-        "peer": peer,
-        "dataset": args.dataset,
-        "data": str(args.data),
-        "data_shape": list(adata.shape),
-        "groups": args.groups,
-        "seeds": args.seeds,
+        "peer": peer, "dataset": args.dataset, "data": str(args.data),
+        "data_shape": list(adata.shape), "groups": args.groups, "seeds": args.seeds,
         "protocol": (
             "train = all cells except (cell_type==T & condition=='stimulated'); predict the "
             "stimulated state of (cell_type==T & condition=='control') in file order; seeds set "
@@ -159,8 +129,9 @@ def run_all(peer: str, args: argparse.Namespace, settings: dict, fit_predict) ->
         ),
         "torch_num_threads": __import__("torch").get_num_threads(),
         **settings,
-    }
-    write_settings(out, settings)
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     for cell_type in args.groups:
         for seed in args.seeds:
             path = out / f"{cell_type}_seed{seed}.npz"
@@ -174,13 +145,9 @@ def run_all(peer: str, args: argparse.Namespace, settings: dict, fit_predict) ->
             seconds = time.perf_counter() - start
             obs_names = np.asarray(obs_names).astype(str)
             if not np.array_equal(obs_names, control_names):
-                raise RuntimeError(
-                    f"{peer} {cell_type}: predicted cells are not the control cells"
-                )
+                raise RuntimeError(f"{peer} {cell_type}: predicted cells are not the controls")
             if predicted.shape != (len(control_names), adata.n_vars):
                 raise RuntimeError(f"{peer} {cell_type}: prediction shape {predicted.shape}")
             write_prediction(path, predicted, obs_names, seconds, extra)
-            print(
-                f"[{peer}] {args.dataset} {cell_type} seed {seed}: {seconds:.1f} s -> {path}",
-                flush=True,
-            )
+            done = f"{args.dataset} {cell_type} seed {seed}: {seconds:.1f} s -> {path}"
+            print(f"[{peer}] {done}", flush=True)

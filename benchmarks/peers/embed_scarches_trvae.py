@@ -1,15 +1,8 @@
 """scArches' PyTorch trVAE (scarches.models.TRVAE): latent space of counts, for the scIB table.
 
-Run with ``benchmarks/peers/.venv-scarches/bin/python``; ``benchmarks/integration.py`` calls it
-when that venv exists. Reads an ``.h5ad`` of raw counts in ``X`` with a condition column,
-trains scArches' TRVAE on it with its defaults for counts (``recon_loss="nb"``, MMD on z, the
-epoch cap and early stopping of ``predict_scarches_trvae.py``) and writes the latent means of
-all cells (``get_latent(mean=True)``) and the training seconds to ``--out`` (``.npz``).
-
-Usage::
-
-    .venv-scarches/bin/python embed_scarches_trvae.py --input counts.h5ad \
-        --condition-key condition --seed 0 --out latent.npz
+Run with ``benchmarks/peers/.venv-scarches/bin/python`` (``python -m benchmarks integration``
+calls it): trains on the raw counts in ``X`` of ``--input`` with ``recon_loss="nb"``, otherwise
+``predict_scarches_trvae.py``'s settings, and writes the latent means and seconds to ``--out``.
 """
 
 from __future__ import annotations
@@ -47,18 +40,11 @@ def main() -> None:
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its architecture
         model = sca.models.TRVAE(
-            adata=adata,
-            condition_key=args.condition_key,
-            conditions=conditions,
+            adata=adata, condition_key=args.condition_key, conditions=conditions,
             **{**MODEL, "recon_loss": "nb"},  # counts: scArches' own default likelihood
-        )
-        model.train(
-            n_epochs=args.max_epochs or N_EPOCHS,
-            **TRAIN,
-            **TRAINER,
-            seed=args.seed,
-            monitor=False,
-        )
+        )  # fmt: skip
+        n_epochs = args.max_epochs or N_EPOCHS
+        model.train(n_epochs=n_epochs, **TRAIN, **TRAINER, seed=args.seed, monitor=False)
     seconds = time.perf_counter() - start
     # Dense rows: its get_latent indexes a sparse X with a torch tensor, which scipy refuses.
     dense = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)

@@ -1,13 +1,8 @@
 """scArches' PyTorch trVAE (scarches.models.TRVAE) predictions for the held-out benchmarks.
 
-Run with ``benchmarks/peers/.venv-scarches/bin/python``. Writes
-``OUT/<dataset>/scarches_trvae/<group>_seed<S>.npz`` and
-``OUT/<dataset>/scarches_trvae/settings.json``; see ``_common.py`` for the protocol and the
-datasets (Kang, glioblastoma).
-
-scArches' TRVAE has no predict method, so transfer is done through its own network: the control
-cells are encoded with their own condition (latent mean, no sampling) and decoded with the
-stimulated condition (the MSE decoder's output, i.e. its mean), as trVAE's paper does.
+Run with ``benchmarks/peers/.venv-scarches/bin/python``; writes ``OUT/<dataset>/scarches_trvae/``
+(see ``_common.py``). It has no predict method: the control cells are encoded with their own
+condition (latent mean) and decoded with the stimulated one (the MSE decoder's mean).
 """
 
 from __future__ import annotations
@@ -23,44 +18,23 @@ PEER = "scarches_trvae"
 CONDITIONS = [_common.CONTROL, _common.STIMULATED]
 # scArches defaults except recon_loss: the data are log-normalised, so MSE (not 'nb').
 MODEL = {
-    "hidden_layer_sizes": [256, 64],
-    "latent_dim": 10,
-    "dr_rate": 0.05,
-    "use_mmd": True,
-    "mmd_on": "z",
-    "mmd_boundary": None,
-    "recon_loss": "mse",
-    "beta": 1.0,
-    "use_bn": False,
+    "hidden_layer_sizes": [256, 64], "latent_dim": 10, "dr_rate": 0.05, "use_mmd": True,
+    "mmd_on": "z", "mmd_boundary": None, "recon_loss": "mse", "beta": 1.0, "use_bn": False,
     "use_ln": True,
-}
-# The library's default is n_epochs=400 with early stopping (patience 20 on the validation loss).
-# We cap at 100 epochs (early stopping still on) so that one run takes about 1-2 minutes on 2
-# CPU cores: an epoch costs about 1.2 CPU-seconds here, and with the 400-epoch cap NK seed 0
-# early-stopped after 102 epochs anyway.
+}  # fmt: skip
+# Capped at 100 epochs (the library's 400, early stopping on): one run in 1-2 minutes here.
 N_EPOCHS = 100
 TRAIN = {"lr": 1e-3, "eps": 0.01}  # TRVAE.train defaults, written out
 TRAINER = {  # trVAETrainer defaults, written out (seed is the run seed, not the default 2020)
-    "batch_size": 128,
-    "alpha_epoch_anneal": None,
-    "alpha_kl": 1.0,
-    "use_early_stopping": True,
+    "batch_size": 128, "alpha_epoch_anneal": None, "alpha_kl": 1.0, "use_early_stopping": True,
     "reload_best": True,
     "early_stopping_kwargs": {
-        "early_stopping_metric": "val_unweighted_loss",
-        "mode": "min",
-        "threshold": 0,
-        "patience": 20,
-        "reduce_lr": True,
-        "lr_patience": 13,
-        "lr_factor": 0.1,
+        "early_stopping_metric": "val_unweighted_loss", "mode": "min", "threshold": 0,
+        "patience": 20, "reduce_lr": True, "lr_patience": 13, "lr_factor": 0.1,
     },
-    "train_frac": 0.9,
-    "use_stratified_sampling": True,
-    "weight_decay": 0.04,
-    "clip_value": 0.0,
+    "train_frac": 0.9, "use_stratified_sampling": True, "weight_decay": 0.04, "clip_value": 0.0,
     "n_workers": 0,
-}
+}  # fmt: skip
 
 
 def transfer(model, x: np.ndarray, source: str, target: str) -> np.ndarray:
@@ -92,17 +66,7 @@ def main() -> None:
     settings = {
         "package": "scarches.models.TRVAE (PyTorch)",
         "versions": _common.versions(
-            [
-                "scArches",
-                "scvi-tools",
-                "torch",
-                "numpy",
-                "anndata",
-                "scanpy",
-                "jax",
-                "jaxlib",
-                "flax",
-            ]
+            "scArches scvi-tools torch numpy anndata scanpy jax jaxlib flax".split()
         ),
         "model": {"condition_key": _common.CONDITION_KEY, "conditions": CONDITIONS, **MODEL},
         "train": {
@@ -122,10 +86,7 @@ def main() -> None:
     def fit_predict(train, cell_type, seed):
         with contextlib.redirect_stdout(io.StringIO()):  # it prints its architecture
             model = sca.models.TRVAE(
-                adata=train,
-                condition_key=_common.CONDITION_KEY,
-                conditions=CONDITIONS,
-                **MODEL,
+                adata=train, condition_key=_common.CONDITION_KEY, conditions=CONDITIONS, **MODEL
             )
             model.train(n_epochs=n_epochs, **TRAIN, **TRAINER, seed=seed, monitor=False)
         mask = (train.obs[_common.CELL_TYPE_KEY] == cell_type) & (

@@ -1,8 +1,7 @@
 """scGen (pertpy.tools.Scgen) predictions for the held-out benchmarks (Kang, glioblastoma).
 
-Run with ``benchmarks/peers/.venv-scgen/bin/python``. Writes
-``OUT/<dataset>/scgen/<group>_seed<S>.npz`` and ``OUT/<dataset>/scgen/settings.json``; see
-``_common.py`` for the protocol and the datasets.
+Run with ``benchmarks/peers/.venv-scgen/bin/python``; writes ``OUT/<dataset>/scgen/`` (see
+``_common.py``).
 """
 
 from __future__ import annotations
@@ -17,23 +16,21 @@ import numpy as np
 PEER = "scgen"
 # pertpy's Scgen defaults (n_hidden=800, n_latent=100, n_layers=2, dropout_rate=0.2), written out.
 MODEL = {"n_hidden": 800, "n_latent": 100, "n_layers": 2, "dropout_rate": 0.2}
-# Training as in pertpy's scGen perturbation-prediction tutorial (scgen_perturbation_prediction
-# notebook): max_epochs=100, batch_size=32, early_stopping=True, early_stopping_patience=25.
+# Training as in pertpy's scGen perturbation-prediction tutorial.
 TRAIN = {
     "max_epochs": 100,
     "batch_size": 32,
     "early_stopping": True,
     "early_stopping_patience": 25,
 }
+VERSIONS = (
+    "pertpy scvi-tools jax jaxlib flax optax numpy anndata scanpy torch lightning statsmodels"
+)
 
 
 @contextlib.contextmanager
 def seeded_default_rng(seed: int):
-    """Make ``np.random.default_rng()`` (no seed) reproducible while the block runs.
-
-    pertpy's ``Scgen.predict`` and its ``balancer`` draw cells with an unseeded
-    ``np.random.default_rng()``; without this the prediction would change from run to run.
-    """
+    """Seed ``np.random.default_rng()`` while the block runs (pertpy's predict calls it)."""
     original = np.random.default_rng
     sequence = np.random.SeedSequence(seed)
 
@@ -55,38 +52,13 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     import pertpy as pt
 
-    train_kwargs = dict(TRAIN)
-    if args.max_epochs is not None:
-        train_kwargs["max_epochs"] = args.max_epochs
+    train_kwargs = {**TRAIN, "max_epochs": args.max_epochs or TRAIN["max_epochs"]}
     scgen_module = pt.tl.Scgen.__init__.__globals__["JaxSCGENVAE"]
-    module_defaults = {
-        name: getattr(scgen_module, name)
-        for name in (
-            "log_variational",
-            "latent_distribution",
-            "use_batch_norm",
-            "use_layer_norm",
-            "kl_weight",
-        )
-    }
+    names = "log_variational latent_distribution use_batch_norm use_layer_norm kl_weight"
+    module_defaults = {name: getattr(scgen_module, name) for name in names.split()}
     settings = {
         "package": "pertpy.tools.Scgen (JAX scGen on scvi-tools' JaxTrainingMixin)",
-        "versions": _common.versions(
-            [
-                "pertpy",
-                "scvi-tools",
-                "jax",
-                "jaxlib",
-                "flax",
-                "optax",
-                "numpy",
-                "anndata",
-                "scanpy",
-                "torch",
-                "lightning",
-                "statsmodels",
-            ]
-        ),
+        "versions": _common.versions(VERSIONS.split()),
         "setup_anndata": {"batch_key": _common.CONDITION_KEY, "labels_key": _common.CELL_TYPE_KEY},
         "model": MODEL,
         "module_defaults": module_defaults,
