@@ -12,6 +12,8 @@ import rich.pretty  # noqa: F401  (scvi-tools' view_setup_method_args uses it wi
 from anndata import AnnData
 from scvi.data._constants import _SETUP_ARGS_KEY
 
+from ._outputs import OutputsMixin
+
 logger = logging.getLogger(__name__)
 
 
@@ -19,7 +21,7 @@ def _unsupported(what: str, instead: str) -> NotImplementedError:
     return NotImplementedError(f"TRVAE does not support {what}. {instead}")
 
 
-class InheritedMethodsMixin:
+class InheritedMethodsMixin(OutputsMixin):
     """Overrides of scvi-tools' ``RNASeqMixin``, ``VAEMixin``, ``ArchesMixin`` and base methods.
 
     Count models (``nb``/``zinb``) keep scvi-tools' methods; ``mse`` models model log values

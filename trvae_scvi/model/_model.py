@@ -28,7 +28,6 @@ from trvae_scvi.nn import PAPER_KERNEL_WIDTHS
 
 from ._data_splitting import ConditionBalancedDataSplitter
 from ._inherited import InheritedMethodsMixin
-from ._outputs import OutputsMixin
 from ._prediction import PredictionMixin
 from ._saved import SaveLoadMixin
 from ._training_plan import TRVAETrainingPlan
@@ -49,9 +48,8 @@ logger = logging.getLogger(__name__)
 
 class TRVAE(
     PredictionMixin,
-    OutputsMixin,
-    SaveLoadMixin,
     InheritedMethodsMixin,
+    SaveLoadMixin,
     RNASeqMixin,
     VAEMixin,
     ArchesMixin,
@@ -310,25 +308,6 @@ class TRVAE(
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
-
-    @property
-    def conditions(self) -> np.ndarray:
-        """Condition categories, in the order of their codes."""
-        return np.asarray(
-            self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
-        )
-
-    @property
-    def condition_key(self) -> str:
-        """The ``adata.obs`` column registered as the condition (combined, for several)."""
-        return self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).original_key
-
-    def _registered_matrix(self, adata: AnnData) -> tuple:
-        """The registered expression matrix of ``adata`` and its name for messages."""
-        layer = self.adata_manager.data_registry[REGISTRY_KEYS.X_KEY].attr_key
-        if layer is None:
-            return adata.X, "adata.X"
-        return adata.layers[layer], f"adata.layers[{layer!r}]"
 
     @devices_dsp.dedent
     def train(  # noqa: D417 (accelerator, devices: scvi-tools' shared docs)

@@ -28,7 +28,15 @@ Cells = dict[str, torch.Tensor]
 
 
 class OutputsMixin:
-    """Representations and corrected expression; the one encoding and one decoding loop."""
+    """Representations and corrected expression; the one encoding and one decoding loop.
+
+    The base of TRVAE's other mixins: it uses only scvi-tools' ``BaseModelClass`` (the
+    registry, the data loader, the checks), ``self.module`` and the attributes below, which
+    ``TRVAE.__init__`` sets and ``save`` keeps.
+    """
+
+    non_negative_data_: bool  # the training data have no negative value: outputs stay >= 0
+    median_library_size_: float  # count models' default target_sum
 
     def get_latent_representation(
         self,
@@ -196,6 +204,30 @@ class OutputsMixin:
         return representation
 
     # ------------------------------------------------------------------ shared steps
+    @property
+    def conditions(self) -> np.ndarray:
+        """Condition categories, in the order of their codes."""
+        return np.asarray(
+            self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+        )
+
+    @property
+    def condition_key(self) -> str:
+        """The ``adata.obs`` column registered as the condition (combined, for several)."""
+        return self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).original_key
+
+    def _registered_matrix(self, adata: AnnData) -> tuple:
+        """The registered expression matrix of ``adata`` and its name for messages."""
+        layer = self.adata_manager.data_registry[REGISTRY_KEYS.X_KEY].attr_key
+        if layer is None:
+            return adata.X, "adata.X"
+        return adata.layers[layer], f"adata.layers[{layer!r}]"
+
+    def _registered_codes(self, adata: AnnData) -> np.ndarray:
+        """Each cell's condition code in ``adata``."""
+        manager = self.get_anndata_manager(adata)
+        return np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+
     def _in_data_domain(
         self, values: np.ndarray, zero_fraction: np.ndarray | None = None
     ) -> np.ndarray:

@@ -13,11 +13,10 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial
 
 from ._domain import expected_zero_fraction, like_input
-from ._outputs import Cells
+from ._outputs import Cells, OutputsMixin
 from ._predictors import PREDICTORS, MeanShift, ModelSpace, Predictor, Reference, Settings
 from ._validation import check_choice, check_indices
 
@@ -30,7 +29,7 @@ DEFAULT_NEIGHBORS = None
 DEFAULT_NEURON_EDIT_SHRINKAGE = 0.25
 
 
-class PredictionMixin:
+class PredictionMixin(OutputsMixin):
     """``predict`` of TRVAE, with the reference cells its methods need."""
 
     def predict(
@@ -55,44 +54,24 @@ class PredictionMixin:
     ) -> AnnData:
         """Predict how cells would look in ``target_condition``.
 
-        ``method`` chooses how, always with this model's encoder and decoder, so that only the
-        method differs; several methods average their expected predictions (in the model's log
-        space, before any draw):
+        ``method`` chooses how, always with this model's encoder and decoder; several methods
+        average their expected predictions in the model's log space, before any draw
+        (``docs/settings.md`` says how each default was chosen):
 
-        - ``"neuron_edit"`` (Amodio et al.): map each unit of the first decoder
-          layer ``y`` (``neuron_edit_layer="y"``) or of z with the percentile map from the
-          reference's source cells to its target cells (:func:`trvae_scvi.nn.neuron_edit`),
-          then decode (an edited z with the source condition).
-        - ``"calibrated"``: trVAE's transfer, calibrated on reference cells measured in both
-          conditions. The prediction is each cell's profile in its own condition, plus the
-          reference's real mean change, plus ``calibration_weight`` times how much the
-          model's change for this cell differs from its change for the reference (so the
-          model's error on the reference cancels). Weight 0 is the mean-shift baseline
-          (denoised); 1 is the transfer with the model's mean error on the reference removed.
-        - ``"transfer"`` (trVAE's): encode each cell with its own condition (or
-          ``source_condition``), decode with ``target_condition``. The published output,
-          without the decoder's error below, is :meth:`get_corrected_expression`.
-        - ``"latent_shift"``: vector arithmetic in z, as scGen does in its unconditional VAE:
-          add the reference's mean z of the target minus the source condition to each cell's
-          z and decode with the source condition. With ``cell_type_key`` the mean is balanced
-          over cell types (each type present in both conditions weighs the same, as scGen's
-          balancing does); otherwise it is over cells.
+        - ``"neuron_edit"`` (Amodio et al.): map each unit of ``neuron_edit_layer`` with the
+          percentile map from the reference's source cells to its target cells
+          (:func:`trvae_scvi.nn.neuron_edit`), then decode.
+        - ``"calibrated"``: each cell's profile in its own condition, plus the reference's
+          real mean change, plus ``calibration_weight`` times how much the model's change for
+          this cell differs from its change for the reference.
+        - ``"transfer"`` (trVAE's): encode with the cell's own condition (or
+          ``source_condition``), decode with ``target_condition``.
+        - ``"latent_shift"`` (scGen's vector arithmetic): add the reference's mean z of the
+          target minus the source condition (balanced over ``cell_type_key``'s types) to each
+          z. It and ``neuron_edit_layer="z"`` need ``mmd_on="y"``: an MMD on z removes the
+          condition from z.
 
-        ``"latent_shift"`` and ``neuron_edit_layer="z"`` move z, so they need a z that carries
-        the condition: with the default ``mmd_on="z"`` the MMD removes it there and they leave
-        the cells nearly unchanged. Use them with ``mmd_on="y"``.
-
-        The defaults were chosen by ``benchmarks/tune_defaults.py`` on tuning tasks only: of
-        the candidates whose predictions beat the mean-shift baseline on the most tuning tasks,
-        on both R² of the top-100-DEG means and the change correlation, the one with the best
-        average of the two (``docs/benchmarks.md``). For ``"mse"`` models that is the average
-        of ``"neuron_edit"`` on ``y`` and ``"calibrated"``, shrunk by a quarter toward the
-        reference's measured change, with draws; for count models, where only
-        ``"neuron_edit"`` was screened, ``"neuron_edit"`` alone with the same shrinkage and
-        draws.
-
-        All but ``"transfer"`` need reference cells of the source and target conditions (of
-        each source condition, when the cells have several).
+        All but ``"transfer"`` need reference cells of the source and target conditions.
 
         Parameters
         ----------
@@ -106,95 +85,65 @@ class PredictionMixin:
         source_condition
             Condition to encode with, for every cell; ``None`` uses each cell's own.
         method
-            ``"neuron_edit"``, ``"calibrated"``, ``"transfer"`` or ``"latent_shift"``, or a
-            sequence of them to average. ``None``: ``("neuron_edit", "calibrated")`` for
-            ``"mse"`` models, ``"neuron_edit"`` for count models.
+            A method above, or a sequence of them to average. ``None``: ``("neuron_edit",
+            "calibrated")`` for ``"mse"`` models, ``"neuron_edit"`` for count models.
         reference_indices
-            For the reference-based methods: positions in ``adata`` of the cells whose source
-            and target conditions define the shift or the map (e.g. the other cell types).
-            ``None``: the model's own training cells, less the predicted cells (by
-            ``obs_names``; all of them if that leaves no cell of the source or the target
-            condition, as when every cell of a condition is predicted) and, with
-            ``cell_type_key``, less every cell of the predicted types. Never the other cells
-            of a new ``adata``, which may hold the real target-condition cells of the very
-            type being predicted.
+            Positions in ``adata`` of the reference cells (e.g. the other cell types).
+            ``None``: the model's training cells less the predicted ones (recognised by name
+            and, in a new ``adata``, by value) and, with ``cell_type_key``, less every cell
+            of the predicted types; never the other cells of a new ``adata``, which may hold
+            the predicted type's real response.
         cell_type_key
-            Column of ``obs`` (in ``adata`` and the model's AnnData) with each cell's type, or
-            any grouping whose response is predicted (patient, study). Keeps the predicted
-            types out of the reference (a reference holding target-condition cells of a
-            predicted type is refused) and balances ``"latent_shift"`` over types.
+            Column of ``obs`` with each cell's type (or any grouping whose response is
+            predicted). Keeps the predicted types out of the default reference, refuses a
+            ``reference_indices`` holding their target cells, and balances
+            ``"latent_shift"`` over types.
         reference_conditions
-            ``(source, target)`` conditions of the reference cells, when the measured
-            response to learn from is between other conditions than the prediction's: e.g.
-            with conditions donor x stimulus, another donor's control and stimulated cells
-            (all its cell types, the predicted ones included: they are not the held-out
-            cells). ``None``: the prediction's own source and target conditions.
+            ``(source, target)`` conditions of the reference, when the response to learn from
+            is between other conditions than the prediction's (e.g. another donor's control
+            and stimulated cells). ``None``: the prediction's own.
         calibration_weight
-            Weight of the model's own cell-specific change in ``"calibrated"``, between 0 and
-            1 (see ``docs/method.md`` for how the default was chosen).
+            ``"calibrated"``: weight of the model's cell-specific change, in [0, 1]; 0 is the
+            mean shift (denoised).
         n_neighbors
-            ``"calibrated"``: take each cell's reference change (real, and the model's) from
-            its ``n_neighbors`` nearest reference cells of each condition in z, instead of
-            from the whole reference, so that a cell type unlike most of the reference is
-            calibrated on the cells most like it. ``None`` uses the whole reference.
+            ``"calibrated"``: take each cell's reference changes from its ``n_neighbors``
+            nearest reference cells of each condition in z; ``None``: the whole reference.
         neuron_edit_layer
-            Layer edited by ``"neuron_edit"``: ``"y"`` (MMD layer) or ``"z"``.
+            Layer edited by ``"neuron_edit"``: ``"y"`` (the first decoder layer) or ``"z"``.
         n_percentiles
             Percentiles of the NeuronEdit map.
         shrinkage
-            Fraction, between 0 and 1, of each cell's predicted change replaced by the
-            reference's measured mean change: the prediction is ``(1 - shrinkage)`` times the
-            method's plus ``shrinkage`` times ``"calibrated"`` with ``calibration_weight=0``
-            (each cell plus the reference's real mean change), mixed in the model's log space
-            before any draw. It guards against a model whose change is wrong for a cell type
-            unlike the reference. ``None``: 0.25 when ``method`` includes ``"neuron_edit"``
-            (chosen on the tuning tasks), else 0 (``"calibrated"`` has
-            ``calibration_weight``; with ``shrinkage > 0``, ``"transfer"`` needs reference
-            cells too).
+            Fraction in [0, 1] of each cell's predicted change replaced by the reference's
+            measured mean change (mixed in log space, before any draw); 1 is each cell plus
+            that change. ``None``: 0.25 when ``method`` includes ``"neuron_edit"``, else 0.
         sample
-            ``True`` (the default) gives each cell its own variation instead of its expected
-            value, whose per-gene variance is too small. Count models draw (torch's random
-            state, set by ``scvi.settings.seed``): from the model's likelihood for one method
-            without shrinkage, otherwise from a negative binomial around the expected counts
-            with the target condition's dispersion (a ``"zinb"`` model's zero inflation is not
-            drawn again). Count draws move the per-gene means of the log-normalised values
-            (Jensen's inequality; they still beat expected values on the count form of the
-            tuning tasks). ``"mse"`` models draw nothing: they keep the decoder's error on the
-            predicted cells, their residual ``x - g(z, s)`` from the reconstruction in the
-            condition they were encoded with, and add each cell's own residual
-            (deterministic), or with ``sample=False`` its per-gene mean over the predicted
-            cells of the same source condition, so both have the same means before the floor
-            at 0 (see Returns).
+            ``True`` gives each cell its own variation. Count models draw (seeded by
+            ``scvi.settings.seed``) from the likelihood for one method without shrinkage,
+            otherwise from a negative binomial around the expected counts with the target
+            condition's dispersion. ``"mse"`` models add each cell's residual ``x - g(z, s)``
+            (the decoder's error on it; deterministic); with ``False``, its per-gene mean over
+            the predicted cells of the same source condition, so both have the same means.
         match_zeros
-            ``mse`` models with ``sample=True``, non-negative data and reference cells: give
-            each gene the fraction of zeros the target cells are expected to have, the
-            predicted cells' own fraction plus the reference's change in it (target minus
-            source), by setting the gene's lowest predicted values to 0 and scaling its
-            other values so that its mean over the cells stays the same. Without it the
-            floor at 0 leaves about half of the genes a cell does not express slightly
-            positive. ``False``: floored only.
+            ``"mse"`` draws with a reference, on non-negative data: give each gene the fraction
+            of zeros expected of the target cells (the cells' own plus the reference's change
+            in it) by setting its lowest values to 0 and scaling the others so its mean over
+            the cells is unchanged. ``False``: only floored at 0.
         target_sum
-            Count models: total counts per cell of ``layers["log_normalized"]``; ``None`` uses
-            the median library size of the model's training cells.
+            Count models: total counts per cell of ``layers["log_normalized"]``; ``None``: the
+            median library size of the training cells with counts.
         batch_size
             Cells per mini-batch.
 
         Returns
         -------
         anndata.AnnData
-            The predicted cells, with the same ``var_names``; ``obs`` a copy of the cells'
-            ``obs`` with the condition column set to the target and
-            ``obs["<condition_key>_source"]`` the condition each cell was encoded with; ``X``
-            the prediction in the registered data's space (log-normalised values for
-            ``"mse"``; for ``"nb"``/``"zinb"`` counts at each cell's observed library size:
-            expected counts, zero-inflation included, or draws with ``sample=True``), and for
-            count models ``layers["log_normalized"] = log1p(X / library size * target_sum)``;
-            ``uns["trVAE_predict"]`` the method, source, target, ``target_sum`` and the
-            model's settings. When the training data have no negative value (log-normalised
-            values, counts), ``X`` is floored at 0 as the last step, before ``match_zeros``:
-            a change added to a cell that does not express a gene, or its residual, could
-            otherwise give a value no expression has. ``X`` (and ``log_normalized``) is a CSR
-            matrix when the registered input matrix is sparse, a dense array otherwise.
+            The predicted cells with the same ``var_names``; ``obs`` a copy of theirs with the
+            condition set to the target and ``obs["<condition_key>_source"]`` the condition
+            each was encoded with. ``X``: log-normalised values (``"mse"``) or counts at each
+            cell's library size (expected, or draws with ``sample=True``), with for counts
+            ``layers["log_normalized"] = log1p(X / library * target_sum)``; a CSR matrix when
+            the registered input is sparse. For non-negative training data ``X`` is floored
+            at 0 (then ``match_zeros``). ``uns["trVAE_predict"]``: the settings used.
 
         Examples
         --------
@@ -344,10 +293,6 @@ class PredictionMixin:
             encoded=tuple(self._encode(where, rows, None, batch_size) for where, rows in groups),
             types=tuple(self._types(groups, cell_type_key)),
         )
-
-    def _registered_codes(self, adata: AnnData) -> np.ndarray:
-        manager = self.get_anndata_manager(adata)
-        return np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
 
     @staticmethod
     def _types(
