@@ -373,7 +373,8 @@ class InheritedMethodsMixin(OutputsMixin):
         Returns
         -------
         pandas.DataFrame or numpy.ndarray
-            As scvi-tools returns it.
+            As scvi-tools returns it; for training data without negative values floored at 0,
+            like every output.
 
         Examples
         --------
@@ -384,4 +385,7 @@ class InheritedMethodsMixin(OutputsMixin):
         """
         if weights == "importance":
             self.get_importance_weights()
-        return super().get_normalized_expression(*args, weights=weights, **kwargs)
+        expression = super().get_normalized_expression(*args, weights=weights, **kwargs)
+        if isinstance(expression, pd.DataFrame):
+            return expression.clip(lower=0) if self.non_negative_data_ else expression
+        return self._in_data_domain(np.array(expression))

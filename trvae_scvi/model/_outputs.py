@@ -289,6 +289,7 @@ class OutputsMixin:
         indices: np.ndarray,
         source_code: int | None,
         batch_size: int | None,
+        *,
         residual: bool = False,
     ) -> Cells:
         """Posterior mean z, its MMD-layer output y and log library of cells.
@@ -317,6 +318,7 @@ class OutputsMixin:
         library: torch.Tensor,
         condition_code: int,
         batch_size: int | None,
+        *,
         sample: bool = False,
         residual: torch.Tensor | None = None,
         **decode_input: torch.Tensor,

@@ -188,7 +188,9 @@ class PredictionMixin(OutputsMixin):
             target_sum=float(self.median_library_size_ if target_sum is None else target_sum),
             batch_size=batch_size,
         )
-        cells = self._encode(adata, indices, source_code, batch_size, not space.is_count_model)
+        cells = self._encode(
+            adata, indices, source_code, batch_size, residual=not space.is_count_model
+        )
         codes = self._registered_codes(adata)[indices]
         if source_code is not None:
             codes = np.full(len(indices), source_code)

@@ -65,8 +65,8 @@ class ModelSpace:
             cells["library"],
             code,
             self.batch_size,
-            sample,
-            cells.get("residual") if residual else None,
+            sample=sample,
+            residual=cells.get("residual") if residual else None,
             **inputs,
         )
 
