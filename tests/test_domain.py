@@ -62,3 +62,14 @@ def test_like_input_is_csr_only_for_sparse_input():
     sparse = like_input(values, sparse=True)
     assert sp.issparse(sparse) and sparse.format == "csr" and sparse.nnz == 1
     assert like_input(values, sparse=False) is values
+
+
+def test_matching_zeros_by_blocks_of_genes_is_the_same(monkeypatch):
+    from trvae_scvi.model import _domain
+
+    rng = np.random.default_rng(0)
+    values = np.maximum(rng.normal(0.3, 1.0, (50, 40)), 0).astype(np.float32)
+    fraction = rng.uniform(0, 1, 40)
+    whole = match_zero_fraction(values.copy(), fraction)
+    monkeypatch.setattr(_domain, "GENE_BLOCK", 7)
+    np.testing.assert_array_equal(match_zero_fraction(values.copy(), fraction), whole)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+GENE_BLOCK = 256  # genes whose values are sorted at once
+
 
 def zero_fraction(values) -> np.ndarray:
     """Each gene's fraction of cells whose value is exactly 0 (dense or sparse ``values``)."""
@@ -39,6 +41,14 @@ def match_zero_fraction(values: np.ndarray, fraction: np.ndarray) -> np.ndarray:
     if n_cells < 2:
         return values
     n_zeros = np.minimum(np.rint(fraction * n_cells).astype(int), n_cells - 1)
+    # A block of genes at a time: the sorted copy stays small for a large prediction.
+    for start in range(0, values.shape[1], GENE_BLOCK):
+        genes = slice(start, start + GENE_BLOCK)
+        values[:, genes] = _match_block(values[:, genes], n_zeros[genes])
+    return values
+
+
+def _match_block(values: np.ndarray, n_zeros: np.ndarray) -> np.ndarray:
     ordered = np.sort(values, axis=0)
     threshold = np.take_along_axis(ordered, np.maximum(n_zeros - 1, 0)[None], axis=0)[0]
     # Genes asked for no zero, or whose n_zeros lowest values are 0 already, stay as they are.
