@@ -108,9 +108,9 @@ COUNT_PREDICTORS: dict[str, dict] = {
 }  # fmt: skip
 # The candidate the rule chose, which ``predict()`` does by default for ``mse`` models.
 DEFAULT_CANDIDATE = "NeuronEdit (y) and calibrated, sampled, shrunk 0.25 to mean shift"
-# The last step into the data's domain, screened on the default: its draws floored at 0 only,
-# against the default's (floored, then each gene's fraction of zeros matched).
-BLENDS[f"{DEFAULT_CANDIDATE}, floored only"] = {**BLENDS[DEFAULT_CANDIDATE], "match_zeros": False}
+# The last step into the data's domain, screened on the default: its draws floored at 0 only
+# (the default), against floored, then each gene's fraction of zeros matched.
+BLENDS[f"{DEFAULT_CANDIDATE}, zeros matched"] = {**BLENDS[DEFAULT_CANDIDATE], "match_zeros": True}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -433,14 +433,16 @@ def test_calibrated_neighbours_weigh_the_nearest_reference_cells(count_model):
 
 def test_outputs_of_non_negative_data_are_non_negative(held_out, monkeypatch):
     """Non-negative input: without zero matching, every output is floored at 0 and only that
-    changes; with it (the default), the output stays non-negative and sparse like the input."""
+    changes; with it, the output stays non-negative; sparse input gives a CSR matrix."""
     adata, train, model = held_out
     assert model.non_negative_data_
     control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
     options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
-    matched = model.predict(**options).X
+    matched = model.predict(**options, match_zeros=True).X
     assert sp.issparse(matched) and matched.format == "csr" and (matched.data > 0).all()
-    floored = dense(model.predict(**options, match_zeros=False).X)
+    floored = model.predict(**options).X
+    assert sp.issparse(floored) and floored.format == "csr"
+    floored = dense(floored)
     corrected = model.get_corrected_expression("c1", indices=control)
     monkeypatch.setattr(TRVAE, "_in_data_domain", lambda self, values, zero_fraction=None: values)
     raw = dense(model.predict(**options, match_zeros=False).X)
@@ -467,9 +469,9 @@ def test_full_shrinkage_with_draws_is_floored_mean_shift(held_out):
     controls = train.X[t1 & (train.obs.condition == "c0").to_numpy()].toarray()
     change = stimulated.astype(np.float64).mean(0) - controls.astype(np.float64).mean(0)
     expected = np.maximum(train.X[control].toarray() + change, 0)
-    floored = dense(model.predict(**options, match_zeros=False).X)
+    floored = dense(model.predict(**options).X)
     np.testing.assert_allclose(floored, expected, atol=1e-6)
-    matched = dense(model.predict(**options).X)
+    matched = dense(model.predict(**options, match_zeros=True).X)
     np.testing.assert_allclose(matched.mean(0), expected.mean(0), rtol=1e-5, atol=1e-6)
     wanted = expected_zero_fraction(train.X[control], controls, stimulated)
     n_zeros = np.minimum(np.rint(wanted * len(control)), len(control) - 1)
@@ -489,8 +491,8 @@ def test_draws_of_sparse_log_data_have_the_targets_zeros():
     model.train(max_epochs=2, enable_progress_bar=False)
     control = np.flatnonzero((adata.obs.cell_type == "t0") & (adata.obs.condition == "c0"))
     options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
-    matched = model.predict(**options).X
-    floored = dense(model.predict(**options, match_zeros=False).X)
+    matched = model.predict(**options, match_zeros=True).X
+    floored = dense(model.predict(**options).X)
     t1 = (adata.obs.cell_type == "t1").to_numpy()
     source, target = (adata.X[t1 & (adata.obs.condition == c).to_numpy()] for c in ("c0", "c1"))
     wanted = expected_zero_fraction(adata.X[control], source, target)
@@ -507,7 +509,7 @@ def test_draws_of_sparse_log_data_have_the_targets_zeros():
     assert (model.get_normalized_expression(transform_batch="c1").to_numpy() >= 0).all()
     dense_input = adata.copy()
     dense_input.X = adata.X.toarray()
-    on_dense = model.predict(dense_input, **options).X
+    on_dense = model.predict(dense_input, **options, match_zeros=True).X
     assert isinstance(on_dense, np.ndarray)
     np.testing.assert_allclose(on_dense, dense(matched), rtol=1e-5, atol=1e-6)
 

@@ -48,7 +48,7 @@ class PredictionMixin(OutputsMixin):
         n_percentiles: int = 100,
         shrinkage: float | None = None,
         sample: bool = True,
-        match_zeros: bool = True,
+        match_zeros: bool = False,
         target_sum: float | None = None,
         batch_size: int | None = None,
     ) -> AnnData:
@@ -127,7 +127,9 @@ class PredictionMixin(OutputsMixin):
             ``"mse"`` draws with a reference, on non-negative data: give each gene the fraction
             of zeros expected of the target cells (the cells' own plus the reference's change
             in it) by setting its lowest values to 0 and scaling the others so its mean over
-            the cells is unchanged. ``False``: only floored at 0.
+            the cells is unchanged. Zeros then look like the data's, but the scaling inflates
+            per-gene variances. ``False`` (the default, see ``docs/method.md``): only floored
+            at 0.
         target_sum
             Count models: total counts per cell of ``layers["log_normalized"]``; ``None``: the
             median library size of the training cells with counts.
