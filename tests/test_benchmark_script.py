@@ -50,7 +50,11 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     baselines = {"ceiling (half of real cells)", "control unchanged", "mean shift"}
     assert set(frame[frame.form == "counts"].method) == ours | baselines
     # NeuronEdit alone is the count models' default; on logs the default averages it.
-    log_only = {"scGen (pertpy)", "trVAE NeuronEdit (y), shrunk 0.25"}
+    log_only = {
+        "scGen (pertpy)", "trVAE NeuronEdit (y), shrunk 0.25",
+        "trVAE default, unfloored (as version 0.2)",
+        "trVAE default, zeros matched (match_zeros=True)",
+    }  # fmt: skip
     assert set(frame[frame.form == "log"].method) == ours | baselines | log_only
     assert frame["value"].notna().all()
     # Every method has the domain rows; outputs of non-negative data are floored at 0.
@@ -58,6 +62,7 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     assert len(domain) == len(frame.groupby(["form", "method"]))
     assert domain.loc[("log", "trVAE default"), "value"] == 0.0
     assert domain.loc[("log", "mean shift"), "value"] > 0  # the mean shift is not floored
+    assert domain.loc[("log", "trVAE default, unfloored (as version 0.2)"), "value"] > 0
     table = (tmp_path / "holdout.md").read_text()
     assert "## glioblastoma, counts" in table and "scGen (pertpy): pertpy 1.0.3" in table
     assert "| zeros (real) | out of domain (real) |" in table

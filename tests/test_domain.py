@@ -73,3 +73,10 @@ def test_matching_zeros_by_blocks_of_genes_is_the_same(monkeypatch):
     whole = match_zero_fraction(values.copy(), fraction)
     monkeypatch.setattr(_domain, "GENE_BLOCK", 7)
     np.testing.assert_array_equal(match_zero_fraction(values.copy(), fraction), whole)
+
+
+def test_like_input_converts_by_blocks_of_rows_to_the_same_matrix():
+    values = np.maximum(np.random.default_rng(0).normal(0, 1, (3000, 2000)), 0).astype(np.float32)
+    sparse = like_input(values, sparse=True)  # 2**22 // 2000 = 2097 rows a block: 2 blocks
+    assert sparse.format == "csr" and sparse.dtype == np.float32
+    np.testing.assert_array_equal(sparse.toarray(), values)

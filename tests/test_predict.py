@@ -524,3 +524,23 @@ def test_scaled_data_keep_negative_values(held_out):
     model.train(max_epochs=1, enable_progress_bar=False)
     assert not model.non_negative_data_
     assert (model.get_corrected_expression("c1") < 0).any()
+
+
+def test_predicting_in_chunks_of_cells_changes_nothing(held_out, count_model, monkeypatch):
+    """Large predictions run a few cells at a time (bounded memory): the same values, for mse
+    draws and expected values and for count models' expected counts."""
+    from trvae_scvi.model import _prediction
+
+    _, train, model = held_out
+    control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
+    options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
+    assert len(control) > 20  # several chunks of 7 cells
+    cases = [
+        (model, {**options, "sample": True}),
+        (model, {**options, "sample": False, "method": "calibrated", "n_neighbors": 5}),
+        (count_model, {"target_condition": "c1", "sample": False}),
+    ]
+    whole = [dense(m.predict(**kwargs).X) for m, kwargs in cases]
+    monkeypatch.setattr(_prediction, "PREDICT_CHUNK_VALUES", 7 * model.module.n_input)
+    for (m, kwargs), expected in zip(cases, whole, strict=True):
+        np.testing.assert_allclose(dense(m.predict(**kwargs).X), expected, rtol=1e-5, atol=1e-6)

@@ -62,5 +62,13 @@ def _match_block(values: np.ndarray, n_zeros: np.ndarray) -> np.ndarray:
 
 
 def like_input(values: np.ndarray, *, sparse: bool):
-    """``values`` as a CSR matrix when the input was sparse (its zeros dropped), else as is."""
-    return sp.csr_matrix(values) if sparse else values
+    """``values`` as a CSR matrix when the input was sparse (its zeros dropped), else as is.
+
+    Converted a block of rows at a time: scipy's conversion of a whole dense matrix holds
+    64-bit row and column indices of every nonzero value at once.
+    """
+    if not sparse:
+        return values
+    rows = max(1, 2**22 // max(values.shape[1], 1))
+    blocks = [sp.csr_matrix(values[start : start + rows]) for start in range(0, len(values), rows)]
+    return sp.vstack(blocks, format="csr") if len(blocks) > 1 else sp.csr_matrix(values)

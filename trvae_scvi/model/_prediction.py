@@ -27,6 +27,7 @@ DEFAULT_METHODS = {"mse": ("neuron_edit", "calibrated"), "counts": ("neuron_edit
 DEFAULT_CALIBRATION_WEIGHT = 1.0
 DEFAULT_NEIGHBORS = None
 DEFAULT_NEURON_EDIT_SHRINKAGE = 0.25
+PREDICT_CHUNK_VALUES = 2**24  # cells x genes predicted at once
 
 
 class PredictionMixin(OutputsMixin):
@@ -202,23 +203,24 @@ class PredictionMixin(OutputsMixin):
         needs_reference = settings.shrinkage > 0 or any(m.needs_reference for m in methods)
         prediction = np.empty((len(indices), self.module.n_input), dtype=np.float32)
         for code, rows in _groups(codes, by_condition=needs_reference):
-            group = {key: values[rows] for key, values in cells.items()}
+            parts = np.array_split(rows, -(-len(rows) // self._chunk_size()))
+            shared = {}
             if space.is_count_model and needs_reference:  # for the mean-shift terms
-                real = space.real(adata, indices[rows])
-                group["real_mean"] = torch.as_tensor(np.asarray(real.mean(0)).ravel())
+                shared["decoder_bias"] = _decoder_bias(space, adata, indices, cells, parts, code)
             reference = None
             if needs_reference:
-                reference_pair = pair or (code, target_code)
-                groups = self._reference_cells(
-                    adata, indices, reference_indices, cell_type_key, reference_pair, target_code
-                )
+                selection = (adata, indices, reference_indices, cell_type_key)
                 reference = self._encoded_reference(
-                    groups, reference_pair, cell_type_key, batch_size
+                    *selection, pair or (code, target_code), target_code, batch_size=batch_size
                 )
             fitted = [m(settings).fit(reference, space, code, target_code) for m in methods]
-            values = self._predict_cells(fitted, group, reference, space, settings)
+            for part in parts:
+                chunk = {key: values[part] for key, values in cells.items()} | shared
+                values = self._predict_cells(fitted, chunk, reference, space, settings)
+                prediction[part] = self._in_data_domain(values)
             zeros = self._expected_zeros(adata, indices[rows], reference, space, settings)
-            prediction[rows] = self._in_data_domain(values, zero_fraction=zeros)
+            if zeros is not None:  # over all of the group's cells at once
+                prediction[rows] = self._in_data_domain(prediction[rows], zero_fraction=zeros)
         return self._prediction_anndata(
             adata, indices, prediction, cells["library"], target_code, source_code, space, settings
         )
@@ -282,14 +284,25 @@ class PredictionMixin(OutputsMixin):
         draws = NegativeBinomial(mu=torch.as_tensor(counts), theta=theta).sample()
         return draws.numpy().astype(np.float32)
 
+    def _chunk_size(self) -> int:
+        """Cells predicted at once: the methods' dense float64 intermediates stay ~128 MB."""
+        return max(1, PREDICT_CHUNK_VALUES // self.module.n_input)
+
     def _encoded_reference(
         self,
-        groups: list[tuple[AnnData, np.ndarray]],
-        pair: tuple[int, int],
+        adata: AnnData,
+        indices: np.ndarray,
+        reference_indices: Sequence[int] | None,
         cell_type_key: str | None,
+        pair: tuple[int, int],
+        prediction_target: int,
+        *,
         batch_size: int | None,
     ) -> Reference:
         """The reference's source and target cells (see :meth:`_reference_cells`), encoded."""
+        groups = self._reference_cells(
+            adata, indices, reference_indices, cell_type_key, pair, prediction_target
+        )
         return Reference(
             adata=groups[0][0],
             rows=(groups[0][1], groups[1][1]),
@@ -433,6 +446,27 @@ def _groups(codes: np.ndarray, *, by_condition: bool) -> list[tuple[int | None, 
     if not by_condition:
         return [(None, np.arange(len(codes)))]
     return [(int(code), np.flatnonzero(codes == code)) for code in np.unique(codes)]
+
+
+def _decoder_bias(
+    space: ModelSpace,
+    adata: AnnData,
+    indices: np.ndarray,
+    cells: Cells,
+    parts: list[np.ndarray],
+    code: int,
+) -> np.ndarray:
+    """The decoder's bias on the cells: per gene, mean real minus mean decoded log value.
+
+    The cells are ``indices[part]`` for each of ``parts``, decoded with condition ``code``, a
+    part at a time.
+    """
+    real = sum(np.asarray(space.real(adata, indices[part]).sum(0)).ravel() for part in parts)
+    decoded = sum(
+        space.decoded_log({key: values[part] for key, values in cells.items()}, code).sum(0)
+        for part in parts
+    )
+    return (real - decoded) / sum(len(part) for part in parts)
 
 
 def _same_rows(matrix, rows) -> np.ndarray:

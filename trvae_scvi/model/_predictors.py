@@ -193,8 +193,8 @@ class MeanShift(Predictor):
     decoder's bias on them cancels) and ``R_s``/``R_t`` the real mean source/target profiles
     of the reference. For ``mse`` models ``mean X - mean S`` is the cells' mean residual,
     which the conversion to the output adds, so it is left out here; count models' cells carry
-    ``"real_mean"``, the mean of ``X``. It is the shrinkage's target, and ``"calibrated"`` with
-    weight 0.
+    ``"decoder_bias"``, ``mean X - mean S`` over all the cells predicted with them. It is the
+    shrinkage's target, and ``"calibrated"`` with weight 0.
     """
 
     def fit(self, reference, space, source_code, target_code) -> MeanShift:  # noqa: D102
@@ -212,7 +212,7 @@ class MeanShift(Predictor):
         correction = correction + self._model_correction(cells, own, source_weights)
         if not self.space.is_count_model:
             return own + correction
-        return own + (cells["real_mean"].numpy() - own.mean(0)) + correction
+        return own + cells["decoder_bias"] + correction
 
     def _weights(self, cells: Cells) -> tuple:
         """How much each reference cell counts for each cell: here all alike."""
