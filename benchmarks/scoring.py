@@ -15,6 +15,7 @@ from trvae_scvi.metrics import (
     r2_of_means,
     r2_of_variances,
 )
+from trvae_scvi.model._domain import zero_fraction
 
 KEYS = ["r2_mean_deg", "r2_var_all", "change_r_deg", "direction_deg", "energy_distance"]
 HEADER = [
@@ -25,12 +26,11 @@ HEADER = [
 
 def domain_scores(predicted: np.ndarray, real: np.ndarray, non_negative: bool) -> dict:
     """Shares of exact zeros and of values < 0 (out of domain if the data are non-negative)."""
-    outside = (lambda x: float((x < 0).mean())) if non_negative else (lambda x: 0.0)
     return {
-        "zero_fraction": float((predicted == 0).mean()),
-        "zero_fraction_real": float((real == 0).mean()),
-        "out_of_domain_fraction": outside(predicted),
-        "out_of_domain_fraction_real": outside(real),
+        "zero_fraction": float(zero_fraction(predicted).mean()),
+        "zero_fraction_real": float(zero_fraction(real).mean()),
+        "out_of_domain_fraction": float((predicted < 0).mean()) if non_negative else 0.0,
+        "out_of_domain_fraction_real": float((real < 0).mean()) if non_negative else 0.0,
     }
 
 

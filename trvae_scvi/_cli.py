@@ -15,6 +15,7 @@ def _demo(args: argparse.Namespace) -> int:
     from trvae_scvi.benchmarking import hold_out
     from trvae_scvi.datasets import kang2018
     from trvae_scvi.metrics import r2_of_means
+    from trvae_scvi.model._domain import zero_fraction
 
     if os.path.exists(args.output) and not args.overwrite:
         print(
@@ -55,24 +56,16 @@ def _demo(args: argparse.Namespace) -> int:
     ]
     degs = task.deg_mask
     print(f"\nR² of mean expression, predicted vs real stimulated {args.cell_type} cells")
-    print(f"(zeros: fraction of values that are 0; the real cells have {_zeros(task.real):.3f})")
+    real_zeros = zero_fraction(task.real).mean()
+    print(f"(zeros: fraction of values that are 0; the real cells have {real_zeros:.3f})")
     print(f"{'method':<20}{'all genes':>12}{'top-100 DEGs':>15}{'zeros':>8}")
     for name, matrix in rows:
         r2_all = r2_of_means(matrix, task.real)
         r2_deg = r2_of_means(matrix[:, degs], task.real[:, degs])
-        print(f"{name:<20}{r2_all:>12.3f}{r2_deg:>15.3f}{_zeros(matrix):>8.3f}")
+        print(f"{name:<20}{r2_all:>12.3f}{r2_deg:>15.3f}{zero_fraction(matrix).mean():>8.3f}")
     model.save(args.output, save_anndata=True, overwrite=args.overwrite)
     print(f"\nModel saved to {args.output}/ (load with trvae_scvi.TRVAE.load({args.output!r})).")
     return 0
-
-
-def _zeros(matrix) -> float:
-    """Fraction of a dense or sparse matrix's values that are 0."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    nonzero = matrix.getnnz() if sp.issparse(matrix) else np.count_nonzero(matrix)
-    return 1.0 - nonzero / (matrix.shape[0] * matrix.shape[1])
 
 
 def main(argv: list[str] | None = None) -> int:

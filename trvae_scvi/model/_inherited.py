@@ -387,5 +387,6 @@ class InheritedMethodsMixin(OutputsMixin):
             self.get_importance_weights()
         expression = super().get_normalized_expression(*args, weights=weights, **kwargs)
         if isinstance(expression, pd.DataFrame):
-            return expression.clip(lower=0) if self.non_negative_data_ else expression
+            values = self._in_data_domain(expression.to_numpy(copy=True))
+            return pd.DataFrame(values, index=expression.index, columns=expression.columns)
         return self._in_data_domain(np.array(expression))

@@ -260,9 +260,9 @@ class PredictionMixin(OutputsMixin):
         Count draws have their own zeros; expected values and predictions without a reference
         are only floored.
         """
-        if space.is_count_model or not (settings.sample and settings.match_zeros):
+        if space.is_count_model or reference is None:
             return None
-        if reference is None:
+        if not (settings.sample and settings.match_zeros):
             return None
         return expected_zero_fraction(space.real(adata, rows), *reference.real(space))
 
