@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 import trvae_scvi
-from benchmarks.data import RESULTS, form_data
+from benchmarks.data import RESULTS, STIMULATED, form_data
 from benchmarks.results import Rows, merge_runs, method_tables
 from benchmarks.runners import PEERS, PEERS_DIR, baselines, peer_predictions, prediction, pyplot
 from benchmarks.runners import train as train_model
@@ -37,9 +37,12 @@ COLUMNS = ["dataset", "form", "group", "method", "seed", "metric", "value", "sec
 DEFAULT = "trVAE default"
 EXPECTED = f"{DEFAULT}, expected (sample=False)"
 MATCHED = f"{DEFAULT}, zeros matched (match_zeros=True)"
+CALIBRATED = "trVAE calibrated trust (calibrate_predictor)"
+# The inner estimate of the calibrated prediction, stored beside its realised scores.
+ESTIMATES = {f"inner_{k}": f"expected_{k}" for k in ("r2_mean_deg", "change_r_deg")}
 UNFLOORED = f"{DEFAULT}, unfloored (as version 0.2)"
 NEURON_EDIT = {"method": "neuron_edit"}  # alone, shrunk 0.25: what the ablations compare with
-ABLATIONS = {"MMD on y (the paper's)": {"mmd_on": "y"}, "CVAE (beta 0)": {"beta": 0.0}}
+ABLATIONS = {"MMD on z (version 0.3's)": {"mmd_on": "z"}, "CVAE (beta 0)": {"beta": 0.0}}
 INDEX = ["dataset", "form", "group", "method"]
 
 
@@ -49,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--groups", nargs="+", default=None, help="default: all reporting ones")
     parser.add_argument("--peers", type=Path, default=PEERS_DIR, help="peer predictions, if any")
     parser.add_argument("--peers-only", action="store_true", help="score only the peers")
-    parser.add_argument("--no-ablations", action="store_true", help="skip MMD on y and beta 0")
+    parser.add_argument("--no-ablations", action="store_true", help="skip MMD on z and beta 0")
+    parser.add_argument("--no-calibration", action="store_true", help="skip calibrate_predictor")
 
 
 def methods(counts: bool) -> dict[str, dict | None]:
@@ -75,6 +79,8 @@ def run_task(task: HoldOut, settings: dict, layer: str | None, seed: int, args):
         start = time.perf_counter()
         predicted = prediction(model, task, seed, counts, options)
         yield name, predicted, seconds + time.perf_counter() - start
+    if not args.no_calibration:
+        yield calibrated(model, task, seed, counts, seconds)
     if not counts:  # the domain's diagnostic: the default before its floor at 0
         model.non_negative_data_ = False
         yield UNFLOORED, prediction(model, task, seed, counts, {}), seconds
@@ -83,6 +89,19 @@ def run_task(task: HoldOut, settings: dict, layer: str | None, seed: int, args):
         model, seconds = train_model(task.train, seed, args.max_epochs, layer, **settings, **extra)
         for suffix, options in (("NeuronEdit predictor", NEURON_EDIT), ("transfer", None)):
             yield f"{name}, {suffix}", prediction(model, task, seed, counts, options), seconds
+
+
+def calibrated(model, task: HoldOut, seed: int, counts: bool, seconds: float) -> tuple:
+    """The default predictor with the shrinkage learnt on the training cells, and its estimate."""
+    start = time.perf_counter()
+    group = task.train.obs.cell_type.iloc[task.control_indices[0]]
+    model.calibrate_predictor("cell_type", STIMULATED, exclude=[group], enable_progress_bar=False)
+    predicted = prediction(model, task, seed, counts, {})
+    calibration = model.predictor_calibration_
+    estimate = {name: calibration[key] for name, key in ESTIMATES.items()}
+    estimate["calibrated_shrinkage"] = calibration["shrinkage"]
+    model.predictor_calibration_ = None
+    return CALIBRATED, predicted, seconds + time.perf_counter() - start, estimate
 
 
 def run(args: argparse.Namespace) -> None:
@@ -99,14 +118,14 @@ def run(args: argparse.Namespace) -> None:
                 own = [] if args.peers_only else run_task(task, settings, layer, seed, args)
                 peers = peer_predictions(task, dataset, group, seed, args.peers)
                 peers = peers if form == "log" else []
-                for method, predicted, seconds in itertools.chain(own, peers):
+                for method, predicted, seconds, *estimate in itertools.chain(own, peers):
                     real = task.real
                     if isinstance(predicted, tuple):  # the ceiling: half against half
                         predicted, real = predicted
                     if method == DEFAULT and seed == args.seeds[0]:
                         path = args.out / f"holdout_{dataset}_{form}_{group}.png"
                         plot(predicted, task, f"{dataset} {group} ({form})", path)
-                    values = scores(predicted, real, task, args.n_boot)
+                    values = {**scores(predicted, real, task, args.n_boot), **dict(*estimate)}
                     rows.add([dataset, form, group], method, seed, values, seconds)
                 print(f"{dataset} {form} {group} seed {seed} done", flush=True)
     write_table(rows.frame(), args.out / "holdout.md", args.peers)

@@ -164,9 +164,9 @@ class OutputsMixin:
     ) -> np.ndarray:
         """Output ``y = g1(z, s)`` of the first decoder layer, with each cell's own condition.
 
-        The paper's MMD layer: with ``mmd_on="y"`` the MMD makes it condition-invariant, and
-        it is the representation to integrate conditions with (e.g. a UMAP of cell types
-        without the condition effect). With the default ``mmd_on="z"`` the MMD acts on z
+        The paper's MMD layer: with ``mmd_on="y"`` (the default) the MMD makes it
+        condition-invariant, and it is the representation to integrate conditions with (e.g. a
+        UMAP of cell types without the condition effect). With ``mmd_on="z"`` the MMD acts on z
         (:meth:`get_latent_representation`) instead, and y carries the condition.
 
         Parameters

@@ -5,6 +5,7 @@ The methods themselves are the classes of :mod:`._predictors`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Literal
 
@@ -116,7 +117,9 @@ class PredictionMixin(OutputsMixin):
         shrinkage
             Fraction in [0, 1] of each cell's predicted change replaced by the reference's
             measured mean change (mixed in log space, before any draw); 1 is each cell plus
-            that change. ``None``: 0.25 when ``method`` includes ``"neuron_edit"``, else 0.
+            that change. ``None``: with ``method=None``, the shrinkage
+            :meth:`calibrate_predictor` learnt for this target condition, if it was run;
+            otherwise 0.25 when ``method`` includes ``"neuron_edit"``, else 0.
         sample
             ``True`` gives each cell its own variation. Count models draw (seeded by
             ``scvi.settings.seed``) from the likelihood for one method without shrinkage,
@@ -146,7 +149,9 @@ class PredictionMixin(OutputsMixin):
             cell's library size (expected, or draws with ``sample=True``), with for counts
             ``layers["log_normalized"] = log1p(X / library * target_sum)``; a CSR matrix when
             the registered input is sparse. For non-negative training data ``X`` is floored
-            at 0 (then ``match_zeros``). ``uns["trVAE_predict"]``: the settings used.
+            at 0 (then ``match_zeros``). ``uns["trVAE_predict"]``: the settings used, with
+            under ``"calibration"`` the calibrated shrinkage's inner scores (the expected
+            accuracy), if one was used.
 
         Examples
         --------
@@ -164,9 +169,11 @@ class PredictionMixin(OutputsMixin):
         ... )
 
         """
-        default = DEFAULT_METHODS["counts" if self.module.is_count_model else "mse"]
-        settings = _check_settings(
-            default if method is None else method,
+        target_code = self._condition_code(target_condition, "target_condition")
+        source_code = None if source_condition is None else self._condition_code(source_condition)
+        settings = self._resolve_settings(
+            method,
+            self._calibration_for(target_code, source_code) if shrinkage is None else None,
             sample=sample,
             calibration_weight=calibration_weight,
             n_neighbors=n_neighbors,
@@ -177,8 +184,6 @@ class PredictionMixin(OutputsMixin):
             target_sum=target_sum,
         )
         adata, indices = self._prepare(adata, indices)
-        target_code = self._condition_code(target_condition, "target_condition")
-        source_code = None if source_condition is None else self._condition_code(source_condition)
         pair = None
         if reference_conditions is not None:
             pair = tuple(
@@ -224,6 +229,31 @@ class PredictionMixin(OutputsMixin):
         return self._prediction_anndata(
             adata, indices, prediction, cells["library"], target_code, source_code, space, settings
         )
+
+    def _resolve_settings(
+        self, method: Method | Sequence[Method] | None, calibration: dict | None, **options
+    ) -> Settings:
+        """The checked settings; the defaults' shrinkage from ``calibration``, if there is one.
+
+        A calibration (:meth:`calibrate_predictor`) chose the shrinkage of the default methods
+        only, so it applies when ``method`` is ``None`` too.
+        """
+        if method is not None:
+            calibration = None
+        default = DEFAULT_METHODS["counts" if self.module.is_count_model else "mse"]
+        if calibration is not None:
+            options["shrinkage"] = calibration["shrinkage"]
+        settings = _check_settings(default if method is None else method, **options)
+        return dataclasses.replace(settings, calibration=_calibration_summary(calibration))
+
+    def _calibration_for(self, target_code: int, source_code: int | None) -> dict | None:
+        """The model's calibration, if it was made for this target (and source) condition."""
+        found = self.predictor_calibration_
+        if found is None or found["target_condition"] != self.conditions[target_code]:
+            return None
+        if source_code is not None and found["source_condition"] != self.conditions[source_code]:
+            return None
+        return found
 
     def _predict_cells(
         self,
@@ -579,9 +609,20 @@ def _settings_record(settings: Settings) -> dict:
         "sample": settings.sample,
         "shrinkage": settings.shrinkage,
         "match_zeros": settings.match_zeros,
+        "calibration": settings.calibration or "none: fixed default (see calibrate_predictor)",
     }
     for name in methods:
         record.update({key: getattr(settings, key) for key in PREDICTORS[name].recorded})
     if "n_neighbors" in record and record["n_neighbors"] is None:
         record["n_neighbors"] = "all"  # h5ad stores no None
     return record
+
+
+def _calibration_summary(calibration: dict | None) -> dict | None:
+    """What ``uns["trVAE_predict"]`` records of a calibration: its choice and inner scores."""
+    if calibration is None:
+        return None
+    keys = ("shrinkage", "expected_r2_mean_deg", "expected_r2_mean_deg_sd")
+    keys += ("expected_change_r_deg", "expected_change_r_deg_sd", "cell_type_key")
+    groups = [group for fold in calibration["folds"] for group in fold]
+    return {**{key: calibration[key] for key in keys}, "groups": groups}

@@ -37,6 +37,7 @@ class Settings:
     neuron_edit_layer: str
     n_percentiles: int
     match_zeros: bool
+    calibration: dict | None = None  # the summary of the calibration that set shrinkage
 
 
 @dataclass(frozen=True)
