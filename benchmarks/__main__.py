@@ -11,7 +11,7 @@ from pathlib import Path
 
 BENCHMARKS = [
     "holdout", "cross_donor", "tune_defaults", "integration", "query_mapping", "large_data",
-    "throughput", "images", "peer_data",
+    "throughput", "images", "peer_data", "calibration_cost",
 ]  # fmt: skip
 COMMON = {
     "datasets": {"nargs": "+", "help": "datasets of the registry (benchmarks.data)"},

@@ -87,7 +87,7 @@ def run_task(task: HoldOut, settings: dict, layer: str | None, seed: int, args):
         model.non_negative_data_ = True
     for name, extra in {} if args.no_ablations else ABLATIONS.items():
         model, seconds = train_model(task.train, seed, args.max_epochs, layer, **settings, **extra)
-        for suffix, options in (("NeuronEdit predictor", NEURON_EDIT), ("transfer", None)):
+        for suffix, options in (("default predictor", {}), ("transfer", None)):
             yield f"{name}, {suffix}", prediction(model, task, seed, counts, options), seconds
 
 

@@ -6,11 +6,13 @@ def test_demo_prints_table_and_saves(tmp_path, capsys):
     assert main(["demo", "--max-epochs", "2", "--output", str(output)]) == 0
     printed = capsys.readouterr().out
     assert "Holding out the 87 stimulated NK cells" in printed
-    for row in ("trVAE (default)", "trVAE transfer", "mean shift", "control unchanged"):
+    assert "calibrate_predictor:" in printed and "expected top-100-DEG R²" in printed
+    rows = ("trVAE (default)", "trVAE (calibrated)", "trVAE transfer", "mean shift", "control")
+    for row in rows:
         assert row in printed
     assert (output / "model.pt").is_file() and (output / "adata.h5ad").is_file()
     # A second run refuses to replace the saved model without --overwrite.
-    assert main(["demo", "--max-epochs", "1", "--output", str(output)]) == 2
+    assert main(["demo", "--max-epochs", "1", "--output", str(output), "--no-calibrate"]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
 

@@ -60,7 +60,14 @@ def _counts(model):
     return model.adata.layers["counts"].toarray()
 
 
+def _calibrates(model) -> bool:
+    scores = model.calibrate_predictor("cell_type", "c1", enable_progress_bar=False)
+    model.predictor_calibration_ = None  # the other cases use the fixed defaults
+    return sorted(scores.group.unique()) == ["t0", "t1"] and np.isfinite(scores.r2_mean_deg).all()
+
+
 CASES = {
+    "calibrate_predictor": lambda m, d: _calibrates(m),
     "convert_legacy_save": lambda m, d: TRVAE.convert_legacy_save(d, d),
     "data_registry": lambda m, d: m.data_registry("X").shape == m.adata.shape,
     "deregister_manager": lambda m, d: (
