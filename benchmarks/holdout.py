@@ -176,14 +176,14 @@ def _means(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.pivot_table(index=INDEX, columns="metric", values="value")[keys]
 
 
-def _comparison(frame: pd.DataFrame, other: str) -> str | None:
-    """Tasks won by the default over ``other``, on the seeds both ran on each task."""
+def _comparison(frame: pd.DataFrame, subject: str, other: str) -> str | None:
+    """Tasks won by ``subject`` over ``other``, on the seeds both ran on each task."""
     keys = ["dataset", "form", "group", "seed"]
-    runs = frame[frame.method == DEFAULT][keys].merge(frame[frame.method == other][keys])
+    runs = frame[frame.method == subject][keys].merge(frame[frame.method == other][keys])
     if runs.empty:
         return None
     both = frame.merge(runs.drop_duplicates())
-    ours = _means(both[both.method == DEFAULT]).xs(DEFAULT, level="method")
+    ours = _means(both[both.method == subject]).xs(subject, level="method")
     theirs = _means(both[both.method == other]).xs(other, level="method")
     shared = ours.index.intersection(theirs.index)
     ours, theirs = ours.loc[shared], theirs.loc[shared]
@@ -202,26 +202,28 @@ def _comparison(frame: pd.DataFrame, other: str) -> str | None:
 
 
 def targets(frame: pd.DataFrame) -> list[str]:
-    """The targets of the default predictor, counted on means over the seeds both ran."""
+    """The targets of the default and the calibrated predictor, on the seeds both ran."""
     means = _means(frame)
     names = means.index.get_level_values("method")
     if DEFAULT not in names:
         return []
-    lines = [
-        f"## Targets of `{DEFAULT}` (means over the seeds both methods ran)",
-        "",
-        "| compared with | tasks won on R² mean top-100 and change r | on R² | on change r "
-        "| averages (ours vs theirs) per dataset, form |",
-        "|---|---|---|---|---|",
-    ]
-    compared = [
-        _comparison(frame, other)
-        for other in names.unique()
-        if other != DEFAULT and not other.startswith("ceiling")
-    ]
-    lines += [line for line in compared if line is not None]
+    lines = []
+    for subject in (DEFAULT, CALIBRATED) if CALIBRATED in names else (DEFAULT,):
+        lines += [
+            f"## Targets of `{subject}` (means over the seeds both methods ran)",
+            "",
+            "| compared with | tasks won on R² mean top-100 and change r | on R² | on change r "
+            "| averages (ours vs theirs) per dataset, form |",
+            "|---|---|---|---|---|",
+        ]
+        compared = [
+            _comparison(frame, subject, other)
+            for other in names.unique()
+            if other != subject and not other.startswith("ceiling")
+        ]
+        lines += [line for line in compared if line is not None] + [""]
     if CALIBRATED in names:
-        lines += ["", *estimate_lines(frame)]
+        lines += estimate_lines(frame)
     if EXPECTED in names:
         own, expected = means.xs(DEFAULT, level="method"), means.xs(EXPECTED, level="method")
         baseline = means.xs("mean shift", level="method")
