@@ -67,6 +67,8 @@ def _doctest_namespace(request, doctest_namespace, tmp_path):
     scvi.settings.verbosity = logging.WARNING  # scvi-tools' info lines would be doctest output
     yield
     scvi.settings.verbosity = verbosity
+    for model in models.values():  # a calibration would change the next examples' defaults
+        model.predictor_calibration_ = None
     # Examples that write results back must not leave them for the next example.
     for attr, before in keys.items():
         for key in set(getattr(adata, attr).keys()) - before:

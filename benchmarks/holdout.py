@@ -2,9 +2,10 @@
 
 Each reporting task (:mod:`benchmarks.tasks`) holds out one group's perturbed cells; every
 method predicts them from the group's control cells on the same split and seed: baselines
-(noise ceiling, control unchanged, mean shift), trVAE's predictors, the ablations MMD on y and
-beta 0, and peers whose predictions are under ``--peers`` (``benchmarks/peers``). Forms: ``log``
-(``mse`` on log values), ``counts`` (``nb``, scored on ``layers["log_normalized"]``).
+(noise ceiling, control unchanged, mean shift), trVAE's predictors (with and without
+``calibrate_predictor``), the ablations MMD on z and beta 0, and peers whose predictions are
+under ``--peers`` (``benchmarks/peers``). Forms: ``log`` (``mse`` on log values), ``counts``
+(``nb``, scored on ``layers["log_normalized"]``).
 
 Writes ``holdout.csv`` (one row per dataset, form, group, method, seed and metric),
 ``holdout.md`` and ``holdout_<dataset>_<form>_<group>.png`` (default prediction, first seed).

@@ -43,9 +43,9 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     ours = {
         "trVAE default", "trVAE default, expected (sample=False)", "trVAE calibrated",
         "trVAE transfer (published)", "trVAE transfer, sampled",
-        "trVAE latent shift", "MMD on y (the paper's), NeuronEdit predictor",
-        "MMD on y (the paper's), transfer", "CVAE (beta 0), NeuronEdit predictor",
-        "CVAE (beta 0), transfer",
+        "trVAE latent shift", "trVAE calibrated trust (calibrate_predictor)",
+        "MMD on z (version 0.3's), default predictor", "MMD on z (version 0.3's), transfer",
+        "CVAE (beta 0), default predictor", "CVAE (beta 0), transfer",
     }  # fmt: skip
     baselines = {"ceiling (half of real cells)", "control unchanged", "mean shift"}
     assert set(frame[frame.form == "counts"].method) == ours | baselines
@@ -57,6 +57,11 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     }  # fmt: skip
     assert set(frame[frame.form == "log"].method) == ours | baselines | log_only
     assert frame["value"].notna().all()
+    # The calibrated row carries its inner estimate and the shrinkage it chose.
+    calibrated = frame[frame.method == "trVAE calibrated trust (calibrate_predictor)"]
+    estimate = {"inner_r2_mean_deg", "inner_change_r_deg", "calibrated_shrinkage"}
+    assert estimate <= set(calibrated.metric)
+    assert set(frame[frame.method == "trVAE default"].metric).isdisjoint(estimate)
     # Every method has the domain rows; outputs of non-negative data are floored at 0.
     domain = frame[frame.metric == "out_of_domain_fraction"].set_index(["form", "method"])
     assert len(domain) == len(frame.groupby(["form", "method"]))
@@ -70,6 +75,7 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     r2 = frame[(frame.metric == "r2_mean_deg") & (frame.form == "log")].set_index("method")
     assert r2.loc["scGen (pertpy)", "value"] == r2.loc["control unchanged", "value"]
     assert "| mean shift | " in table and "R² var all genes of `trVAE default` (draws)" in table
+    assert "The inner estimate of `trVAE calibrated trust (calibrate_predictor)`" in table
     assert (tmp_path / "holdout_glioblastoma_log_PW034.png").stat().st_size > 0
 
 

@@ -462,7 +462,9 @@ class TRVAE(
 
         Examples
         --------
-        >>> scores = model.calibrate_predictor("cell_type", "stimulated", exclude=["NK"])
+        >>> scores = model.calibrate_predictor(
+        ...     "cell_type", "stimulated", exclude=["NK"], enable_progress_bar=False
+        ... )
         >>> model.predictor_calibration_["shrinkage"] in (0.0, 0.25, 0.5, 0.75, 1.0)
         True
 
