@@ -137,7 +137,8 @@ def _log_values(model, adata: AnnData, rows: np.ndarray) -> np.ndarray:
 
 def _top_degs(control: np.ndarray, real: np.ndarray) -> np.ndarray:
     """Positions of the top DEGs of real target against control cells."""
-    obs = pd.DataFrame({"condition": ["control"] * len(control) + ["target"] * len(real)})
+    conditions = ["control"] * len(control) + ["target"] * len(real)
+    obs = pd.DataFrame({"condition": conditions}, index=[str(i) for i in range(len(conditions))])
     cells = AnnData(np.vstack([control, real]).astype(np.float32), obs=obs.astype("category"))
     names = top_degs(cells, "condition", "target", "control", n_genes=min(N_DEGS, cells.n_vars))
     return cells.var_names.get_indexer(names)
