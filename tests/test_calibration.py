@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,6 +58,17 @@ def test_predict_uses_the_calibrated_shrinkage_only_for_its_defaults(calibrated)
         shrinkage=record["shrinkage"],
     )
     np.testing.assert_array_equal(dense(default.X), dense(same.X))
+
+
+def test_calibrated_prediction_writes_to_h5ad(calibrated, tmp_path):
+    model, _ = calibrated
+    obs = model.adata.obs
+    cells = np.flatnonzero((obs.condition == "c0") & (obs.cell_type == "t1"))
+    predicted = model.predict(indices=cells, target_condition="c1", cell_type_key="cell_type")
+    predicted.write_h5ad(tmp_path / "predicted.h5ad")
+    written = ad.read_h5ad(tmp_path / "predicted.h5ad").uns["trVAE_predict"]["calibration"]
+    assert written["shrinkage"] == model.predictor_calibration_["shrinkage"]
+    assert list(written["groups"]) == ["t0", "t1"]
 
 
 def test_other_target_keeps_the_fixed_default(calibrated):

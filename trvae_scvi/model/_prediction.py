@@ -235,8 +235,8 @@ class PredictionMixin(OutputsMixin):
     ) -> Settings:
         """The checked settings; the defaults' shrinkage from ``calibration``, if there is one.
 
-        A calibration (:meth:`calibrate_predictor`) chose the shrinkage of the default methods
-        only, so it applies when ``method`` is ``None`` too.
+        A calibration (:meth:`calibrate_predictor`) chose the shrinkage of the default methods,
+        so it applies only when ``method`` is ``None``.
         """
         if method is not None:
             calibration = None
