@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import scvi
 import torch
 
@@ -19,6 +18,7 @@ from benchmarks.data import RESULTS, STIMULATED
 from benchmarks.results import markdown
 from benchmarks.runners import timed
 from trvae_scvi import TRVAE
+from trvae_scvi.benchmarking import hold_out
 
 DEFAULTS = {"seeds": [0], "out": RESULTS}
 HELD_OUT = "NK"
@@ -43,21 +43,19 @@ def run(args: argparse.Namespace) -> None:
 def measure(seed: int) -> dict:
     """One seed's seconds: training, calibration, and the calibrated default prediction."""
     scvi.settings.seed = seed
-    adata = trvae_scvi.datasets.kang2018()
-    types, conditions = adata.obs.cell_type.astype(str), adata.obs.condition.astype(str)
-    adata = adata[~((types == HELD_OUT) & (conditions == STIMULATED))].copy()
-    TRVAE.setup_anndata(adata, condition_key="condition")
-    model = TRVAE(adata)
+    task = hold_out(trvae_scvi.datasets.kang2018(), HELD_OUT)
+    TRVAE.setup_anndata(task.train, condition_key="condition")
+    model = TRVAE(task.train)
     quiet = {"enable_progress_bar": False}
     train = timed(model.train, **quiet)[1]
     calibrate = timed(
         model.calibrate_predictor, "cell_type", STIMULATED, exclude=[HELD_OUT], **quiet
     )[1]
-    control = np.flatnonzero(
-        (adata.obs.cell_type == HELD_OUT) & (adata.obs.condition != STIMULATED)
-    )
     predict = timed(
-        model.predict, indices=control, target_condition=STIMULATED, cell_type_key="cell_type"
+        model.predict,
+        indices=task.control_indices,
+        target_condition=STIMULATED,
+        cell_type_key="cell_type",
     )[1]
     seconds = {"train s": train, "calibrate s": calibrate, "predict s": predict}
     return {

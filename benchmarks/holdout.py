@@ -42,7 +42,7 @@ CALIBRATED = "trVAE calibrated trust (calibrate_predictor)"
 # The inner estimate of the calibrated prediction, stored beside its realised scores.
 ESTIMATES = {f"inner_{k}": f"expected_{k}" for k in ("r2_mean_deg", "change_r_deg")}
 UNFLOORED = f"{DEFAULT}, unfloored (as version 0.2)"
-NEURON_EDIT = {"method": "neuron_edit"}  # alone, shrunk 0.25: what the ablations compare with
+NEURON_EDIT = {"method": "neuron_edit"}  # alone, shrunk 0.25 (the count models' default)
 ABLATIONS = {"MMD on z (version 0.3's)": {"mmd_on": "z"}, "CVAE (beta 0)": {"beta": 0.0}}
 INDEX = ["dataset", "form", "group", "method"]
 

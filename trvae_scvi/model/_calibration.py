@@ -63,10 +63,11 @@ def fold_scores(
     )
     inner_model = type(model)(inner, **model.init_params_["non_kwargs"])
     inner_model.train(**train_kwargs)
-    reference = np.flatnonzero(~np.isin(types[~hidden], held))
+    inner_types, inner_conditions = types[~hidden], conditions[~hidden]
+    reference = np.flatnonzero(~np.isin(inner_types, held))
     rows = []
     for group in held:
-        cells = np.flatnonzero((types[~hidden] == group) & (conditions[~hidden] == source))
+        cells = np.flatnonzero((inner_types == group) & (inner_conditions == source))
         own = np.flatnonzero((types == group) & (conditions == source))
         control = _log_values(model, adata, own)
         real = _log_values(model, adata, np.flatnonzero((types == group) & hidden))
@@ -126,13 +127,8 @@ def record(
 
 
 def _log_values(model, adata: AnnData, rows: np.ndarray) -> np.ndarray:
-    """Real values of ``rows`` in the model's log space (count models: log-normalised)."""
-    matrix, _ = model._registered_matrix(adata)
-    values = _dense(matrix[rows]).astype(np.float64)
-    if model.module.is_count_model:
-        library = np.maximum(values.sum(axis=1, keepdims=True), 1.0)
-        values = np.log1p(values / library * model.median_library_size_)
-    return values
+    """Real values of ``rows`` in the model's log space, at its median library size."""
+    return _dense(model._model_space(None, None).real(adata, rows))
 
 
 def _top_degs(control: np.ndarray, real: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ from ._saved import SaveLoadMixin
 from ._training_plan import TRVAETrainingPlan
 from ._validation import (
     additive_condition_design,
+    cell_type_column,
     check_against_registry,
     check_choice,
     check_image_shape,
@@ -477,7 +478,7 @@ class TRVAE(
             )
         if int(n_folds) < 2:
             raise ValueError(f"n_folds={n_folds!r} must be an integer of at least 2.")
-        types = _column_values(self.adata, cell_type_key, "cell_type_key")
+        types = cell_type_column(self.adata, cell_type_key)
         conditions = self.adata.obs[self.condition_key].astype(str).to_numpy()
         groups = _calibration.measured_groups(types, conditions, pair, list(exclude or ()))
         if len(groups) < 2:
@@ -521,12 +522,3 @@ class TRVAE(
                 f"source_condition={source!r} equals target_condition; pass two conditions."
             )
         return str(source), str(target)
-
-
-def _column_values(adata: AnnData, key: str, argument: str) -> np.ndarray:
-    if key not in adata.obs.columns:
-        raise ValueError(
-            f"{argument}={key!r} is not a column of adata.obs (columns: "
-            f"{list(adata.obs.columns)}). Pass the column with each cell's type."
-        )
-    return adata.obs[key].astype(str).to_numpy()

@@ -19,7 +19,7 @@ from scvi.distributions import NegativeBinomial
 from ._domain import expected_zero_fraction, like_input
 from ._outputs import Cells, OutputsMixin
 from ._predictors import PREDICTORS, MeanShift, ModelSpace, Predictor, Reference, Settings
-from ._validation import check_choice, check_indices
+from ._validation import cell_type_column, check_choice, check_indices
 
 Method = Literal["neuron_edit", "calibrated", "transfer", "latent_shift"]
 # Chosen on the tuning tasks of benchmarks/tune_defaults.py (see docs/method.md), per form: the
@@ -173,7 +173,7 @@ class PredictionMixin(OutputsMixin):
         source_code = None if source_condition is None else self._condition_code(source_condition)
         settings = self._resolve_settings(
             method,
-            self._calibration_for(target_code, source_code) if shrinkage is None else None,
+            self._calibration_for(target_code, source_code),
             sample=sample,
             calibration_weight=calibration_weight,
             n_neighbors=n_neighbors,
@@ -189,13 +189,7 @@ class PredictionMixin(OutputsMixin):
             pair = tuple(
                 self._condition_code(c, "reference_conditions") for c in reference_conditions
             )
-        space = ModelSpace(
-            decode_loop=self._decode,
-            matrix_of=self._registered_matrix,
-            is_count_model=self.module.is_count_model,
-            target_sum=float(self.median_library_size_ if target_sum is None else target_sum),
-            batch_size=batch_size,
-        )
+        space = self._model_space(target_sum, batch_size)
         cells = self._encode(
             adata, indices, source_code, batch_size, residual=not space.is_count_model
         )
@@ -236,9 +230,9 @@ class PredictionMixin(OutputsMixin):
         """The checked settings; the defaults' shrinkage from ``calibration``, if there is one.
 
         A calibration (:meth:`calibrate_predictor`) chose the shrinkage of the default methods,
-        so it applies only when ``method`` is ``None``.
+        so it applies only when neither ``method`` nor ``shrinkage`` is given.
         """
-        if method is not None:
+        if method is not None or options["shrinkage"] is not None:
             calibration = None
         default = DEFAULT_METHODS["counts" if self.module.is_count_model else "mse"]
         if calibration is not None:
@@ -314,6 +308,16 @@ class PredictionMixin(OutputsMixin):
         draws = NegativeBinomial(mu=torch.as_tensor(counts), theta=theta).sample()
         return draws.numpy().astype(np.float32)
 
+    def _model_space(self, target_sum: float | None, batch_size: int | None) -> ModelSpace:
+        """The decoder and log space the methods work in (``target_sum=None``: the median)."""
+        return ModelSpace(
+            decode_loop=self._decode,
+            matrix_of=self._registered_matrix,
+            is_count_model=self.module.is_count_model,
+            target_sum=float(self.median_library_size_ if target_sum is None else target_sum),
+            batch_size=batch_size,
+        )
+
     def _chunk_size(self) -> int:
         """Cells predicted at once: the methods' dense float64 intermediates stay ~128 MB."""
         return max(1, PREDICT_CHUNK_VALUES // self.module.n_input)
@@ -347,10 +351,7 @@ class PredictionMixin(OutputsMixin):
     ) -> list[np.ndarray | None]:
         if cell_type_key is None:
             return [None for _ in groups]
-        return [
-            _column(where, cell_type_key).iloc[rows].astype(str).to_numpy()
-            for where, rows in groups
-        ]
+        return [cell_type_column(where, cell_type_key)[rows] for where, rows in groups]
 
     def _reference_cells(
         self,
@@ -381,8 +382,8 @@ class PredictionMixin(OutputsMixin):
                 # so the reference is every cell of the model.
                 reference = np.arange(where.n_obs)
         if cell_type_key is not None and prediction_target in pair:
-            predicted = set(_column(adata, cell_type_key).iloc[indices].astype(str))
-            types = _column(where, cell_type_key).iloc[reference].astype(str).to_numpy()
+            predicted = set(cell_type_column(adata, cell_type_key)[indices])
+            types = cell_type_column(where, cell_type_key)[reference]
             shared = np.isin(types, list(predicted))
             leaked = shared & (codes[reference] == prediction_target)
             if reference_indices is None:
@@ -533,15 +534,6 @@ def _mean_per_group(values: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
         rows = torch.as_tensor(np.flatnonzero(groups == group))
         means[rows] = values[rows].mean(0)
     return means
-
-
-def _column(adata: AnnData, key: str) -> pd.Series:
-    if key not in adata.obs.columns:
-        raise ValueError(
-            f"cell_type_key={key!r} is not a column of adata.obs (columns: "
-            f"{list(adata.obs.columns)}). Pass the column with each cell's type."
-        )
-    return adata.obs[key]
 
 
 def _uns_safe(value):

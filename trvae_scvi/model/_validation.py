@@ -92,6 +92,16 @@ def check_not_view(adata: AnnData) -> None:
         )
 
 
+def cell_type_column(adata: AnnData, key: str) -> np.ndarray:
+    """Each cell's type (``adata.obs[key]``) as strings; ``key`` names ``cell_type_key``."""
+    if key not in adata.obs.columns:
+        raise ValueError(
+            f"cell_type_key={key!r} is not a column of adata.obs (columns: "
+            f"{list(adata.obs.columns)}). Pass the column with each cell's type."
+        )
+    return adata.obs[key].astype(str).to_numpy()
+
+
 def combine_condition_columns(adata: AnnData, condition_key) -> str | None:
     """The obs column of the condition; several columns are combined into a new one.
 
