@@ -15,6 +15,11 @@ import trvae_scvi
 matplotlib.use("Agg")  # no display in CI
 
 SMALL = {"hidden_sizes": (64, 32), "n_latent": 8}
+# TRVAEModule's settings (all required) for the module's examples: a tiny MLP.
+MODULE = dict(hidden_sizes=(8, 4), n_latent=2, dropout_rate=0.0, normalization="none")
+MODULE.update(activation="leaky_relu", recon_loss="mse", eta=1.0, loss_reduction="sum")
+MODULE.update(architecture="mlp", image_shape=None, beta=100.0, mmd_on="y")
+MODULE.update(kernel_widths=trvae_scvi.nn.PAPER_KERNEL_WIDTHS, mse_output_activation="linear")
 
 
 @pytest.fixture(scope="session")
@@ -44,22 +49,7 @@ def _doctest_namespace(request, doctest_namespace, tmp_path):
         trvae_scvi=trvae_scvi,
         adata=adata,
         tmp_path=tmp_path,
-        settings=dict(
-            hidden_sizes=(8, 4),
-            n_latent=2,
-            dropout_rate=0.0,
-            normalization="none",
-            activation="leaky_relu",
-            recon_loss="mse",
-            eta=1.0,
-            loss_reduction="sum",
-            architecture="mlp",
-            image_shape=None,
-            beta=100.0,
-            mmd_on="y",
-            kernel_widths=trvae_scvi.nn.PAPER_KERNEL_WIDTHS,
-            mse_output_activation="linear",
-        ),  # fmt: skip
+        settings=dict(MODULE),
         **models,
     )
     scvi.settings.seed = 0

@@ -9,10 +9,10 @@ import argparse
 import importlib
 from pathlib import Path
 
-BENCHMARKS = [
-    "holdout", "cross_donor", "tune_defaults", "integration", "query_mapping", "large_data",
-    "throughput", "images", "peer_data", "calibration_cost",
-]  # fmt: skip
+BENCHMARKS = (
+    "holdout cross_donor tune_defaults integration query_mapping large_data throughput images "
+    "peer_data calibration_cost"
+).split()
 COMMON = {
     "datasets": {"nargs": "+", "help": "datasets of the registry (benchmarks.data)"},
     "seeds": {"nargs": "+", "type": int, "help": "seeds of training and prediction"},
@@ -21,6 +21,7 @@ COMMON = {
     "n_boot": {"type": int, "help": "bootstrap resamples"},
     "merge": {"nargs": "+", "metavar": "CSV", "help": "only rebuild the table from these runs"},
 }
+RAW = argparse.RawDescriptionHelpFormatter  # the docstrings' line breaks kept in --help
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,9 +32,8 @@ def parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"benchmarks.{name}")
         doc = module.__doc__
         sub = commands.add_parser(
-            name, help=doc.split("\n")[0], description=doc,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )  # fmt: skip
+            name, help=doc.split("\n")[0], description=doc, formatter_class=RAW
+        )
         for key, default in module.DEFAULTS.items():
             sub.add_argument("--" + key.replace("_", "-"), default=default, **COMMON[key])
         getattr(module, "add_arguments", lambda _: None)(sub)

@@ -116,10 +116,8 @@ def run_models(task: HoldOut, key: list[str], seed: int, args):
     other = next(d for d in task.train.obs["donor"].astype(str).unique() if d != donor)
     target = (donor, STIMULATED)
     for encoding in args.encodings:
-        model, trained = train(
-            task.train, seed, args.max_epochs, "counts", CONDITIONS,
-            recon_loss=likelihood, condition_encoding=encoding,
-        )  # fmt: skip
+        settings = {"recon_loss": likelihood, "condition_encoding": encoding}
+        model, trained = train(task.train, seed, args.max_epochs, "counts", CONDITIONS, **settings)
         # No reseed before a prediction: its draws follow the training's and the previous
         # predictions', as when the results were made.
         for method, options in methods(task, other, cell_type, encoding).items():
@@ -127,18 +125,19 @@ def run_models(task: HoldOut, key: list[str], seed: int, args):
             predicted = predict(model, task.control_indices, None, True, target, **options)
             yield method, predicted, trained + time.perf_counter() - start
         if likelihood == "nb" and encoding == "joint":
-            # A reference of the other donor's cells; this donor's mapped on it as a query.
-            from_other = (task.train.obs["donor"].astype(str) == other).to_numpy()
-            reference = train(
-                task.train[from_other].copy(), seed, args.max_epochs, "counts", CONDITIONS,
-                recon_loss="nb",
-            )[0]  # fmt: skip
-            control = np.searchsorted(np.flatnonzero(~from_other), task.control_indices)
-            start = time.perf_counter()
-            query = TRVAE.load_query_data(task.train[~from_other].copy(), reference)
-            query.train(max_epochs=args.max_epochs, enable_progress_bar=False)
-            predicted = predict(query, control, None, True, target)
-            yield QUERY, predicted, time.perf_counter() - start
+            yield QUERY, *query_mapped(task, other, target, seed, args.max_epochs)
+
+
+def query_mapped(task: HoldOut, other: str, target: tuple, seed: int, max_epochs) -> tuple:
+    """The donor's cells mapped onto the other donor's reference: prediction, seconds (query)."""
+    from_other = (task.train.obs["donor"].astype(str) == other).to_numpy()
+    cells = task.train[from_other].copy()
+    reference = train(cells, seed, max_epochs, "counts", CONDITIONS, recon_loss="nb")[0]
+    control = np.searchsorted(np.flatnonzero(~from_other), task.control_indices)
+    start = time.perf_counter()
+    query = TRVAE.load_query_data(task.train[~from_other].copy(), reference)
+    query.train(max_epochs=max_epochs, enable_progress_bar=False)
+    return predict(query, control, None, True, target), time.perf_counter() - start
 
 
 def run(args: argparse.Namespace) -> None:

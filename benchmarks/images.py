@@ -78,6 +78,18 @@ def mean_pixel_shift(train, condition: str) -> np.ndarray:
     return np.asarray(target.X - normal.X).mean(0)
 
 
+def image_scores(images, truth, source, digit: str, reader, side: int) -> dict:
+    """Pixel R², SSIM, stroke-mass ratio and digit kept of predicted images (and of the truth)."""
+    return {
+        "pixel_r2": pixel_r2(images, truth),
+        "ssim": ssim(images.clip(0, 1), truth, side),
+        "mass_ratio": float(images.clip(0, None).sum() / source.sum()),
+        "true_mass_ratio": float(truth.sum() / source.sum()),
+        "digit_kept": float((reader.predict(images) == digit).mean()),
+        "digit_kept_truth": float((reader.predict(truth) == digit).mean()),
+    }
+
+
 def run(args: argparse.Namespace) -> None:
     """Train the models, predict the held-out digits' thin and thick versions, score them."""
     if len(args.seeds) != 1:
@@ -111,15 +123,8 @@ def run(args: argparse.Namespace) -> None:
     for method, predicted in predictions.items():
         for (digit, condition), (_, truth) in tasks.items():
             images, source = predicted[digit, condition], sources[digit, condition]
-            rows.append({
-                "method": method, "digit": digit, "condition": condition,
-                "pixel_r2": pixel_r2(images, truth),
-                "ssim": ssim(images.clip(0, 1), truth, side),
-                "mass_ratio": float(images.clip(0, None).sum() / source.sum()),
-                "true_mass_ratio": float(truth.sum() / source.sum()),
-                "digit_kept": float((reader.predict(images) == digit).mean()),
-                "digit_kept_truth": float((reader.predict(truth) == digit).mean()),
-            })  # fmt: skip
+            key = {"method": method, "digit": digit, "condition": condition}
+            rows.append({**key, **image_scores(images, truth, source, digit, reader, side)})
     frame = pd.DataFrame(rows)
     frame.to_csv(args.out / "images.csv", index=False)
     total = time.perf_counter() - start
@@ -132,12 +137,7 @@ def write_table(frame: pd.DataFrame, path: Path, seconds: dict, total: float, ar
     """Per method and condition: means over held-out digits, wins per digit against baselines."""
     means = frame.groupby(["method", "condition"]).mean(numeric_only=True)
     header = ["method", "condition", "pixel R²", "SSIM", "mass ratio (true)", "digit kept (truth)"]
-    rows = [
-        [method, condition, f"{row.pixel_r2:.3f}", f"{row.ssim:.3f}",
-         f"{row.mass_ratio:.2f} ({row.true_mass_ratio:.2f})",
-         f"{row.digit_kept:.2f} ({row.digit_kept_truth:.2f})"]
-        for (method, condition), row in means.iterrows()
-    ]  # fmt: skip
+    rows = [[*key, *table_cells(row)] for key, row in means.iterrows()]
     wide = frame.pivot_table(index=["condition", "digit"], columns="method", values="pixel_r2")
     per_digit = [[c, d, *(f"{v:.3f}" for v in row)] for (c, d), row in wide.iterrows()]
     lines = [
@@ -167,6 +167,13 @@ def write_table(frame: pd.DataFrame, path: Path, seconds: dict, total: float, ar
     whole = f"whole benchmark {total / 60:.1f} min"
     lines += ["", f"Training time (s, with its predictions): {times}; {whole}."]
     path.write_text("\n".join(lines) + "\n")
+
+
+def table_cells(row) -> list[str]:
+    """Pixel R², SSIM, mass ratio (true) and digit kept (truth) of a method's means."""
+    mass = f"{row.mass_ratio:.2f} ({row.true_mass_ratio:.2f})"
+    kept = f"{row.digit_kept:.2f} ({row.digit_kept_truth:.2f})"
+    return [f"{row.pixel_r2:.3f}", f"{row.ssim:.3f}", mass, kept]
 
 
 def figure(predicted: dict, tasks: dict, sources: dict, side: int, path: Path) -> None:

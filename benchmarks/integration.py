@@ -45,6 +45,7 @@ PEERS_DIR = Path(__file__).resolve().parent / "peers"
 SCARCHES_PYTHON = PEERS_DIR / ".venv-scarches" / "bin" / "python"
 AGGREGATES = ["Bio conservation", "Batch correction", "Total"]
 BIO_MARGIN = 0.02
+COLUMNS = ["dataset", "seed", "embedding", "metric", "metric_type", "value"]
 
 
 def edit_to_reference(values: np.ndarray, conditions: np.ndarray, reference: str) -> np.ndarray:
@@ -91,39 +92,28 @@ def scarches_embedding(counts: ad.AnnData, batch_key: str, seed: int, max_epochs
     with tempfile.TemporaryDirectory() as folder:
         data, out = Path(folder) / "counts.h5ad", Path(folder) / "latent.npz"
         counts.write_h5ad(data)
-        command = [str(SCARCHES_PYTHON), str(PEERS_DIR / "embed_scarches_trvae.py"), "--input"]
-        command += [
-            str(data),
-            "--condition-key",
-            batch_key,
-            "--seed",
-            str(seed),
-            "--out",
-            str(out),
-        ]
+        command = [str(SCARCHES_PYTHON), str(PEERS_DIR / "embed_scarches_trvae.py")]
+        command += ["--input", str(data), "--condition-key", batch_key, "--seed", str(seed)]
+        command += ["--out", str(out)]
         command += [] if max_epochs is None else ["--max-epochs", str(max_epochs)]
         subprocess.run(command, check=True)
         result = np.load(out)
         return result["latent"], float(result["seconds"])
 
 
-def run_dataset(spec: Dataset, seed: int, max_epochs: int | None) -> tuple[pd.DataFrame, dict]:
+def run_dataset(spec: Dataset, seed: int, epochs: int | None) -> tuple[pd.DataFrame, dict]:
     """Every embedding of one dataset scored: ``Benchmarker``'s results and the seconds."""
     adata = spec.load()
     seconds = {}
-    embeddings, batch_key, seconds["trVAE training"] = trvae_embeddings(
-        adata, spec, seed, max_epochs
-    )
+    embeddings, batch, seconds["trVAE training"] = trvae_embeddings(adata, spec, seed, epochs)
 
     def counts() -> ad.AnnData:  # each peer gets its own AnnData
-        return ad.AnnData(X=adata.layers["counts"].copy(), obs=adata.obs[[batch_key]].copy())
+        return ad.AnnData(X=adata.layers["counts"].copy(), obs=adata.obs[[batch]].copy())
 
-    embeddings["X_scVI"], seconds["scVI training"] = scvi_embedding(
-        counts(), batch_key, seed, max_epochs
-    )
+    embeddings["X_scVI"], seconds["scVI training"] = scvi_embedding(counts(), batch, seed, epochs)
     if SCARCHES_PYTHON.exists():
         embeddings["X_scArches_TRVAE"], seconds["scArches TRVAE training"] = scarches_embedding(
-            counts(), batch_key, seed, max_epochs
+            counts(), batch, seed, epochs
         )
     else:
         print(f"{SCARCHES_PYTHON} missing (bash benchmarks/peers/setup.sh): no scArches row")
@@ -134,10 +124,8 @@ def run_dataset(spec: Dataset, seed: int, max_epochs: int | None) -> tuple[pd.Da
     # Imported here: the other benchmarks (and the CLI's help) run without the docs extra.
     from scib_metrics.benchmark import Benchmarker
 
-    benchmarker = Benchmarker(
-        adata, batch_key=batch_key, label_key="cell_type", embedding_obsm_keys=list(embeddings),
-        n_jobs=1, progress_bar=False,
-    )  # fmt: skip
+    # Positional: the batch key, the label key, the embeddings' obsm keys.
+    benchmarker = Benchmarker(adata, batch, "cell_type", list(embeddings), progress_bar=False)
     benchmarker.benchmark()
     seconds["scib-metrics"] = time.perf_counter() - start
     return benchmarker.get_results(min_max_scale=False), seconds
@@ -152,9 +140,7 @@ def long_rows(results: pd.DataFrame, dataset: str, seed: int) -> pd.DataFrame:
         for key, row in values.iterrows()
         for metric, value in row.items()
     ]
-    return pd.DataFrame(
-        rows, columns=["dataset", "seed", "embedding", "metric", "metric_type", "value"]
-    )
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def write_table(frame: pd.DataFrame, seconds: dict, path: Path) -> None:

@@ -56,11 +56,9 @@ def generate(path: Path, n_cells: int, n_genes: int, n_conditions: int, chunk: i
     cumulative = np.cumsum(gene_weights / gene_weights.sum(-1, keepdims=True), axis=-1)
     cell_type = rng.integers(0, n_types, n_cells)
     condition = rng.integers(0, n_conditions, n_cells)
-    obs = pd.DataFrame(
-        {"condition": pd.Categorical([f"condition{c}" for c in condition]),
-         "cell_type": pd.Categorical([f"type{t}" for t in cell_type])},
-        index=[f"cell{i}" for i in range(n_cells)],
-    )  # fmt: skip
+    obs = pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)])
+    obs["condition"] = pd.Categorical([f"condition{c}" for c in condition])
+    obs["cell_type"] = pd.Categorical([f"type{t}" for t in cell_type])
     var = pd.DataFrame(index=[f"gene{g}" for g in range(n_genes)])
     with h5py.File(path, "w") as handle:
         write_elem(handle, "obs", obs)
@@ -116,21 +114,15 @@ def run_model(path: Path, batch_size: int, predict_chunk: int, method: str) -> d
     result["latent_s"], result["rss_after_latent_gb"] = time.perf_counter() - start, peak_rss_gb()
     start = time.perf_counter()
     target = str(adata.obs["condition"].cat.categories[0])
+    options = {"method": None if method == "default" else method, "batch_size": 4096}
     total = np.zeros(adata.n_vars)
     for first in range(0, adata.n_obs, predict_chunk):
         indices = np.arange(first, min(first + predict_chunk, adata.n_obs))
-        predicted = model.predict(
-            indices=indices,
-            target_condition=target,
-            method=None if method == "default" else method,
-            batch_size=4096,
-        )
+        predicted = model.predict(indices=indices, target_condition=target, **options)
         total += np.asarray(predicted.X.sum(0), dtype=np.float64).ravel()  # dense or CSR
         del predicted  # before the next chunk's is made
-    result["predict_s"], result["rss_after_predict_gb"] = (
-        time.perf_counter() - start,
-        peak_rss_gb(),
-    )
+    seconds = time.perf_counter() - start
+    result["predict_s"], result["rss_after_predict_gb"] = seconds, peak_rss_gb()
     result["predicted_mean_finite"] = bool(np.isfinite(total / adata.n_obs).all())
     return result
 
@@ -144,29 +136,23 @@ def run(args: argparse.Namespace) -> None:
         path = Path(tmp) / "synthetic.h5ad"
         start = time.perf_counter()
         sizes = [args.n_cells, args.n_genes, args.n_conditions]
-        child = subprocess.run(
-            [sys.executable, "-m", "benchmarks.large_data", str(path), *map(str, sizes)],
-            check=True, capture_output=True, text=True, cwd=ROOT,
-        )  # fmt: skip
-        result = {
-            "n_cells": args.n_cells,
-            "n_genes": args.n_genes,
-            "n_conditions": args.n_conditions,
-            "batch_size": args.batch_size,
-            "generate_s": time.perf_counter() - start,
-            **json.loads(child.stdout.strip().splitlines()[-1]),
-            "file_gb": path.stat().st_size / 2**30,
-        }
+        command = [sys.executable, "-m", "benchmarks.large_data", str(path), *map(str, sizes)]
+        child = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+        keys = ("n_cells", "n_genes", "n_conditions", "batch_size")
+        result = {key: getattr(args, key) for key in keys}
+        result["generate_s"] = time.perf_counter() - start
+        result.update(json.loads(child.stdout.strip().splitlines()[-1]))  # the child's peak RSS
+        result["file_gb"] = path.stat().st_size / 2**30
         result.update(run_model(path, args.batch_size, args.predict_chunk, args.method))
     (out / "large_data.json").write_text(json.dumps(result, indent=2) + "\n")
+    predict = f"predict (method {args.method}), all cells in chunks of {args.predict_chunk:,}"
     steps = [
         ("write the h5ad in chunks (child process)", "generate_s", "rss_generate_gb"),
         ("read it", "read_s", "rss_after_read_gb"),
         ("one training epoch", "epoch_s", "rss_after_train_gb"),
         ("get_latent_representation, all cells", "latent_s", "rss_after_latent_gb"),
-        (f"predict (method {args.method}), all cells in chunks of {args.predict_chunk:,}",
-         "predict_s", "rss_after_predict_gb"),
-    ]  # fmt: skip
+        (predict, "predict_s", "rss_after_predict_gb"),
+    ]
     lines = [
         f"`python -m benchmarks large_data --n-cells {args.n_cells} --predict-chunk "
         f"{args.predict_chunk} --method {args.method}`: {args.n_cells:,} cells x "

@@ -41,11 +41,9 @@ def synthetic(n_cells: int, conditions: list[str], n_genes: int, seed: int) -> a
     condition = rng.integers(0, len(conditions), n_cells)
     mean = base[types] * effect[condition] * 3
     counts = rng.negative_binomial(5, 5 / (5 + mean)).astype(np.float32)
-    obs = pd.DataFrame(
-        {"condition": pd.Categorical(np.asarray(conditions)[condition]),
-         "cell_type": pd.Categorical([f"type{t}" for t in types])},
-        index=[f"cell{seed}_{i}" for i in range(n_cells)],
-    )  # fmt: skip
+    obs = pd.DataFrame(index=[f"cell{seed}_{i}" for i in range(n_cells)])
+    obs["condition"] = pd.Categorical(np.asarray(conditions)[condition])
+    obs["cell_type"] = pd.Categorical([f"type{t}" for t in types])
     var = pd.DataFrame(index=[f"gene{g}" for g in range(n_genes)])
     return ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var)
 
@@ -66,11 +64,9 @@ def run(args: argparse.Namespace) -> None:
     full_model = TRVAE(everything, recon_loss="nb")
     seconds["everything from scratch"] = timed(full_model.train, **train)[1]
     ratio = seconds["query mapping"] / seconds["everything from scratch"]
-    result = {
-        "n_reference": args.n_reference, "n_query": query.n_obs, "n_genes": args.n_genes,
-        "epochs": args.max_epochs, "threads": torch.get_num_threads(), "seconds": seconds,
-        "query_over_full": ratio,
-    }  # fmt: skip
+    shape = {"n_reference": args.n_reference, "n_query": query.n_obs, "n_genes": args.n_genes}
+    setup = {"epochs": args.max_epochs, "threads": torch.get_num_threads(), "seconds": seconds}
+    result = {**shape, **setup, "query_over_full": ratio}
     (args.out / "query_mapping.json").write_text(json.dumps(result, indent=2) + "\n")
     names = ["reference alone", "query mapped onto it", "everything from scratch"]
     sizes = [reference.n_obs, query.n_obs, everything.n_obs]

@@ -23,9 +23,8 @@ def test_conditions_from_two_columns(two_columns, tmp_path):
     scvi.settings.seed = 0
     TRVAE.setup_anndata(adata, condition_key=["donor", "stimulus"])
     # A new column holds the combinations; the user's columns are unchanged.
-    assert list(adata.obs["donor_stimulus"].cat.categories) == [
-        "d1_ctrl", "d1_stim", "d2_ctrl", "d2_stim",
-    ]  # fmt: skip
+    categories = adata.obs["donor_stimulus"].cat.categories
+    assert list(categories) == ["d1_ctrl", "d1_stim", "d2_ctrl", "d2_stim"]
     model = TRVAE(adata, **SMALL)
     assert model.condition_key == "donor_stimulus" and len(model.conditions) == 4
     model.train(max_epochs=1, enable_progress_bar=False)

@@ -15,11 +15,11 @@ from helpers import SMALL, make_counts
 
 from trvae_scvi import TRVAE
 
-PROPERTIES = {
-    "adata", "adata_manager", "condition_key", "conditions", "device",
-    "get_normalized_function_name", "history", "is_trained", "registry", "run_id", "run_name",
-    "summary_string", "test_indices", "train_indices", "validation_indices",
-}  # fmt: skip
+PROPERTIES = set(
+    "adata adata_manager condition_key conditions device get_normalized_function_name history "
+    "is_trained registry run_id run_name summary_string test_indices train_indices "
+    "validation_indices".split()
+)
 COUNTS_ONLY = {
     "differential_expression",
     "get_feature_correlation_matrix",

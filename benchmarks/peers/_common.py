@@ -22,6 +22,11 @@ HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "data"  # files written by ``python -m benchmarks peer_data`` (git-ignored)
 CELL_TYPE_KEY, CONDITION_KEY = "cell_type", "condition"
 CONTROL, STIMULATED = "control", "stimulated"
+PROTOCOL = (
+    "train = all cells except (cell_type==T & condition=='stimulated'); predict the stimulated "
+    "state of (cell_type==T & condition=='control') in file order; seeds set for random, numpy, "
+    "torch and scvi.settings.seed"
+)
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -119,17 +124,10 @@ def run_all(peer: str, args: argparse.Namespace, settings: dict, fit_predict) ->
     """
     adata = read_data(args.data)
     out = args.out / args.dataset / peer
-    settings = {
-        "peer": peer, "dataset": args.dataset, "data": str(args.data),
-        "data_shape": list(adata.shape), "groups": args.groups, "seeds": args.seeds,
-        "protocol": (
-            "train = all cells except (cell_type==T & condition=='stimulated'); predict the "
-            "stimulated state of (cell_type==T & condition=='control') in file order; seeds set "
-            "for random, numpy, torch and scvi.settings.seed"
-        ),
-        "torch_num_threads": __import__("torch").get_num_threads(),
-        **settings,
-    }  # fmt: skip
+    common = {"peer": peer, "dataset": args.dataset, "data": str(args.data), "seeds": args.seeds}
+    common.update(data_shape=list(adata.shape), groups=args.groups, protocol=PROTOCOL)
+    common["torch_num_threads"] = __import__("torch").get_num_threads()
+    settings = {**common, **settings}
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     for cell_type in args.groups:

@@ -33,22 +33,21 @@ def main() -> None:
         import anndata
         import scarches as sca  # prints warnings about optional extras on import
 
-    adata = anndata.read_h5ad(args.input)
-    conditions = sorted(adata.obs[args.condition_key].astype(str).unique())
-    adata.obs[args.condition_key] = adata.obs[args.condition_key].astype(str)
+    adata, key = anndata.read_h5ad(args.input), args.condition_key
+    conditions = sorted(adata.obs[key].astype(str).unique())
+    adata.obs[key] = adata.obs[key].astype(str)
+    # The prediction script's model, on counts with scArches' own default likelihood ("nb").
+    model_settings = {"condition_key": key, "conditions": conditions, **MODEL, "recon_loss": "nb"}
     _common.seed_everything(args.seed)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its architecture
-        model = sca.models.TRVAE(
-            adata=adata, condition_key=args.condition_key, conditions=conditions,
-            **{**MODEL, "recon_loss": "nb"},  # counts: scArches' own default likelihood
-        )  # fmt: skip
+        model = sca.models.TRVAE(adata=adata, **model_settings)
         n_epochs = args.max_epochs or N_EPOCHS
         model.train(n_epochs=n_epochs, **TRAIN, **TRAINER, seed=args.seed, monitor=False)
     seconds = time.perf_counter() - start
     # Dense rows: its get_latent indexes a sparse X with a torch tensor, which scipy refuses.
     dense = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-    latent = model.get_latent(dense, adata.obs[args.condition_key].to_numpy(), mean=True)
+    latent = model.get_latent(dense, adata.obs[key].to_numpy(), mean=True)
     latent = np.asarray(latent, dtype=np.float32)
     if not np.isfinite(latent).all():
         raise RuntimeError("scArches' TRVAE latent has non-finite values")

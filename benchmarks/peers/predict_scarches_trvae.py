@@ -15,26 +15,20 @@ import _common
 import numpy as np
 
 PEER = "scarches_trvae"
+VERSIONS = "scArches scvi-tools torch numpy anndata scanpy jax jaxlib flax"
 CONDITIONS = [_common.CONTROL, _common.STIMULATED]
 # scArches defaults except recon_loss: the data are log-normalised, so MSE (not 'nb').
-MODEL = {
-    "hidden_layer_sizes": [256, 64], "latent_dim": 10, "dr_rate": 0.05, "use_mmd": True,
-    "mmd_on": "z", "mmd_boundary": None, "recon_loss": "mse", "beta": 1.0, "use_bn": False,
-    "use_ln": True,
-}  # fmt: skip
+MODEL = dict(hidden_layer_sizes=[256, 64], latent_dim=10, dr_rate=0.05, use_mmd=True, mmd_on="z")
+MODEL.update(mmd_boundary=None, recon_loss="mse", beta=1.0, use_bn=False, use_ln=True)
 # Capped at 100 epochs (the library's 400, early stopping on): one run in 1-2 minutes here.
 N_EPOCHS = 100
 TRAIN = {"lr": 1e-3, "eps": 0.01}  # TRVAE.train defaults, written out
-TRAINER = {  # trVAETrainer defaults, written out (seed is the run seed, not the default 2020)
-    "batch_size": 128, "alpha_epoch_anneal": None, "alpha_kl": 1.0, "use_early_stopping": True,
-    "reload_best": True,
-    "early_stopping_kwargs": {
-        "early_stopping_metric": "val_unweighted_loss", "mode": "min", "threshold": 0,
-        "patience": 20, "reduce_lr": True, "lr_patience": 13, "lr_factor": 0.1,
-    },
-    "train_frac": 0.9, "use_stratified_sampling": True, "weight_decay": 0.04, "clip_value": 0.0,
-    "n_workers": 0,
-}  # fmt: skip
+# trVAETrainer defaults, written out (seed is the run seed, not the default 2020).
+EARLY_STOPPING = dict(early_stopping_metric="val_unweighted_loss", mode="min", threshold=0)
+EARLY_STOPPING.update(patience=20, reduce_lr=True, lr_patience=13, lr_factor=0.1)
+TRAINER = dict(batch_size=128, alpha_epoch_anneal=None, alpha_kl=1.0, use_early_stopping=True)
+TRAINER.update(reload_best=True, early_stopping_kwargs=EARLY_STOPPING, train_frac=0.9)
+TRAINER.update(use_stratified_sampling=True, weight_decay=0.04, clip_value=0.0, n_workers=0)
 
 
 def transfer(model, x: np.ndarray, source: str, target: str) -> np.ndarray:
@@ -63,19 +57,12 @@ def main() -> None:
         import scarches as sca  # prints warnings about optional extras on import
 
     n_epochs = N_EPOCHS if args.max_epochs is None else args.max_epochs
+    train_kwargs = {"n_epochs": n_epochs, **TRAIN, **TRAINER, "monitor": False}
     settings = {
         "package": "scarches.models.TRVAE (PyTorch)",
-        "versions": _common.versions(
-            "scArches scvi-tools torch numpy anndata scanpy jax jaxlib flax".split()
-        ),
+        "versions": _common.versions(VERSIONS.split()),
         "model": {"condition_key": _common.CONDITION_KEY, "conditions": CONDITIONS, **MODEL},
-        "train": {
-            "n_epochs": n_epochs,
-            **TRAIN,
-            **TRAINER,
-            "seed": "<run seed>",
-            "monitor": False,
-        },
+        "train": {**train_kwargs, "seed": "<run seed>"},
         "predict": (
             "encoder(x_control, condition=control) -> latent mean; decoder(mean, "
             "condition=stimulated) -> recon_x (ReLU output of the MSE decoder); no sampling"
@@ -88,7 +75,7 @@ def main() -> None:
             model = sca.models.TRVAE(
                 adata=train, condition_key=_common.CONDITION_KEY, conditions=CONDITIONS, **MODEL
             )
-            model.train(n_epochs=n_epochs, **TRAIN, **TRAINER, seed=seed, monitor=False)
+            model.train(**train_kwargs, seed=seed)
         mask = (train.obs[_common.CELL_TYPE_KEY] == cell_type) & (
             train.obs[_common.CONDITION_KEY] == _common.CONTROL
         )
