@@ -30,14 +30,11 @@ from benchmarks.scoring import scores
 from benchmarks.tasks import tasks
 from trvae_scvi.benchmarking import HoldOut, hold_out
 
-DEFAULTS = {
-    "datasets": ["kang", "glioblastoma"], "seeds": [0, 1, 2], "max_epochs": None,
-    "out": RESULTS, "n_boot": 0, "merge": None,
-}  # fmt: skip
+DEFAULTS = dict(datasets=["kang", "glioblastoma"], seeds=[0, 1, 2], max_epochs=None)
+DEFAULTS.update(out=RESULTS, n_boot=0, merge=None)
 COLUMNS = ["dataset", "form", "group", "method", "seed", "metric", "value", "seconds"]
 DEFAULT = "trVAE default"
 EXPECTED = f"{DEFAULT}, expected (sample=False)"
-MATCHED = f"{DEFAULT}, zeros matched (match_zeros=True)"
 CALIBRATED = "trVAE calibrated trust (calibrate_predictor)"
 # The inner estimate of the calibrated prediction, stored beside its realised scores.
 ESTIMATES = {f"inner_{k}": f"expected_{k}" for k in ("r2_mean_deg", "change_r_deg")}
@@ -45,6 +42,9 @@ UNFLOORED = f"{DEFAULT}, unfloored (as version 0.2)"
 NEURON_EDIT = {"method": "neuron_edit"}  # alone, shrunk 0.25 (the count models' default)
 ABLATIONS = {"MMD on z (version 0.3's)": {"mmd_on": "z"}, "CVAE (beta 0)": {"beta": 0.0}}
 INDEX = ["dataset", "form", "group", "method"]
+# The default's draws with each other rule for zeros (log form; predict's ``zeros``).
+RULES = ("matched", "kept", "kept_mean")
+ZERO_RULES = {f"{DEFAULT}, zeros={rule!r}": {"zeros": rule} for rule in RULES}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +62,7 @@ def methods(counts: bool) -> dict[str, dict | None]:
     return {
         DEFAULT: {},
         EXPECTED: {"sample": False},
-        **({} if counts else {MATCHED: {"match_zeros": True}}),
+        **({} if counts else ZERO_RULES),
         **({} if counts else {"trVAE NeuronEdit (y), shrunk 0.25": NEURON_EDIT}),
         "trVAE calibrated": {"method": "calibrated"},
         "trVAE transfer (published)": None,
@@ -149,10 +149,9 @@ def write_table(frame: pd.DataFrame, path: Path, peers_dir: Path) -> None:
     ran = frame.groupby(["dataset", "form"])["seed"].unique()
     for (dataset, form), part in wide.groupby(level=["dataset", "form"]):
         lines += ["", f"## {dataset}, {form} (seeds {_seeds(ran[dataset, form])})", ""]
-        lines += method_tables(
-            part.droplevel(["dataset", "form"]), seconds[dataset, form], "group",
-            f"Average over {dataset} groups ({form}):",
-        )  # fmt: skip
+        title = f"Average over {dataset} groups ({form}):"
+        part = part.droplevel(["dataset", "form"])
+        lines += method_tables(part, seconds[dataset, form], "group", title)
     per_method = frame.groupby(["dataset", "form", "method"])["seed"].unique()
     lines += [""] + [
         f"- {dataset} {form}, {method}: seed(s) {_seeds(seeds)} only."

@@ -75,7 +75,7 @@ PREDICTORS: dict[str, dict | None] = {
         }
         for w in (0.0, 0.5, 1.0)
         for k in (None, 30, 100)
-    },  # fmt: skip
+    },
     "calibrated w=1.0, neighbours all, sampled": {"method": "calibrated", "sample": True},
     # Unshrunk, as when these were scored (shrinkage has defaulted to 0.25 since).
     "NeuronEdit (y)": {"method": "neuron_edit", "shrinkage": 0.0, "sample": False},
@@ -92,25 +92,26 @@ AVERAGES: dict[str, tuple[str, ...]] = {
 }
 # Each average shrunk s toward the reference's measured change, expected and drawn.
 BLENDS: dict[str, dict] = {
-    f"{name}{drawn}{f', shrunk {s} to mean shift' if s else ''}": {
-        "method": methods, "shrinkage": s, "sample": bool(drawn)
-    }
+    f"{name}{drawn}{f', shrunk {s} to mean shift' if s else ''}": dict(
+        method=methods, shrinkage=s, sample=bool(drawn)
+    )
     for name, methods in AVERAGES.items()
     for s in ((0.25, 0.5, 0.75) if len(methods) == 1 else (0.0, 0.25))
     for drawn in ("", ", sampled")
-}  # fmt: skip
+}
 # Count configurations score ``predict``'s shrinkage with and without draws.
 COUNT_PREDICTORS: dict[str, dict] = {
-    f"NeuronEdit (y){drawn}, shrunk 0.25 to mean shift": {
-        "method": "neuron_edit", "shrinkage": 0.25, "sample": bool(drawn)
-    }
+    f"NeuronEdit (y){drawn}, shrunk 0.25 to mean shift": dict(
+        method="neuron_edit", shrinkage=0.25, sample=bool(drawn)
+    )
     for drawn in ("", ", sampled")
-}  # fmt: skip
+}
 # The candidate the rule chose, which ``predict()`` does by default for ``mse`` models.
 DEFAULT_CANDIDATE = "NeuronEdit (y) and calibrated, sampled, shrunk 0.25 to mean shift"
-# The last step into the data's domain, screened on the default: its draws floored at 0 only
-# (the default), against floored, then each gene's fraction of zeros matched.
-BLENDS[f"{DEFAULT_CANDIDATE}, zeros matched"] = {**BLENDS[DEFAULT_CANDIDATE], "match_zeros": True}
+# The last step into the data's domain, screened on the default: its draws floored at 0 only,
+# against floored and then each gene's zeros matched, or the cells' own zeros kept.
+for rule in ("matched", "kept", "kept_mean"):
+    BLENDS[f"{DEFAULT_CANDIDATE}, zeros {rule}"] = {**BLENDS[DEFAULT_CANDIDATE], "zeros": rule}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,21 +184,27 @@ def run_one(
     shift = {"mean shift": None} if "mean shift" not in scored else {}
     chosen = {**shift, **{k: v for k, v in candidates(config, only).items() if k not in scored}}
 
-    def predicted(name: str, options):
-        if name == "mean shift":
-            return task.mean_shift
-        return prediction(model, task, seed, counts, options)
-
+    key["train_seconds"] = round(seconds, 1)
     return [  # predicted and scored one at a time
-        {**key, "predictor": name, **scores(predicted(name, options), task.real, task, 0),
-         "train_seconds": round(seconds, 1)}
-        for name, options in chosen.items()
-    ]  # fmt: skip
+        {**key, "predictor": name, **scores(predicted, task.real, task, 0)}
+        for name, predicted in _predictions(model, task, seed, counts, chosen)
+    ]
+
+
+def _predictions(model: TRVAE, task: HoldOut, seed: int, counts: bool, chosen: dict):
+    """``(name, predicted)`` of each chosen candidate, one at a time (mean shift: the task's)."""
+    for name, options in chosen.items():
+        if name == "mean shift":
+            yield name, task.mean_shift
+        else:
+            yield name, prediction(model, task, seed, counts, options)
 
 
 def summarise(frame: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, str] | None]:
     """Per (configuration, predictor): the selection rule's numbers, and the winner."""
     task = ["config", "dataset", "group"]
+    if "zero_fraction" not in frame:  # rows scored before the zeros were
+        frame = frame.assign(zero_fraction=float("nan"))
     baseline = frame[frame.predictor == "mean shift"].set_index(task)
     joined = frame.join(baseline[["r2_mean_deg", "change_r_deg"]], on=task, rsuffix="_ms")
     joined["beats_mean_shift"] = (joined.r2_mean_deg > joined.r2_mean_deg_ms) & (
@@ -209,6 +216,7 @@ def summarise(frame: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, str] | None
         r2_mean_deg=("r2_mean_deg", "mean"),
         change_r_deg=("change_r_deg", "mean"),
         r2_var_all=("r2_var_all", "mean"),
+        zeros=("zero_fraction", "mean"),
         tasks=("group", "nunique"),
     )
     table = by_dataset.unstack("dataset")
@@ -231,7 +239,8 @@ def write_summary(frame: pd.DataFrame, path: Path) -> None:
         "Tuning tasks only (`python -m benchmarks tune_defaults`); seeds "
         f"{', '.join(map(str, sorted(frame.seed.unique())))}. 'beats mean shift (both)' is the "
         "share of tasks where the predictor beats mean shift on R² of the top-100-DEG means "
-        "and on the change correlation; 'score' is the mean over datasets of their average.",
+        "and on the change correlation; 'score' is the mean over datasets of their average; "
+        "'zeros' is the share of predicted values that are 0.",
     ]
     counts = frame.config.map(is_count_config)
     for title, part in (("Log form (`mse`)", frame[~counts]), ("Count form", frame[counts])):
@@ -244,9 +253,9 @@ def summary_lines(frame: pd.DataFrame) -> list[str]:
     """One form's table, best first, with training times and the pair the rule chooses."""
     table, best = summarise(frame)
     datasets = sorted(frame.dataset.unique())
-    keys = ("r2_mean_deg", "change_r_deg", "r2_var_all")
+    keys = ("r2_mean_deg", "change_r_deg", "r2_var_all", "zeros")
     header = ["configuration", "predictor", "beats mean shift (both)", "score"] + [
-        f"{d} {name}" for d in datasets for name in ("R² DEG", "change r", "R² var")
+        f"{d} {name}" for d in datasets for name in ("R² DEG", "change r", "R² var", "zeros")
     ]
     rows = [
         [config, predictor, f"{row.share_beating_mean_shift:.2f}", f"{row.mean_score:.3f}"]

@@ -18,6 +18,8 @@ from trvae_scvi.benchmarking import hold_out
 
 ROOT = Path(__file__).parents[1]
 
+METRICS = ("r2_mean_deg", "change_r_deg", "r2_var_all")
+
 
 def perturbation_counts():
     """Synthetic counts named like the perturbation datasets (control/stimulated, cell_type)."""
@@ -41,20 +43,29 @@ def test_holdout_benchmark_runs_end_to_end(tmp_path):
     )
     frame = pd.read_csv(tmp_path / "holdout.csv")
     ours = {
-        "trVAE default", "trVAE default, expected (sample=False)", "trVAE calibrated",
-        "trVAE transfer (published)", "trVAE transfer, sampled",
-        "trVAE latent shift", "trVAE calibrated trust (calibrate_predictor)",
-        "MMD on z (version 0.3's), default predictor", "MMD on z (version 0.3's), transfer",
-        "CVAE (beta 0), default predictor", "CVAE (beta 0), transfer",
-    }  # fmt: skip
+        "trVAE default",
+        "trVAE default, expected (sample=False)",
+        "trVAE calibrated",
+        "trVAE transfer (published)",
+        "trVAE transfer, sampled",
+        "trVAE latent shift",
+        "trVAE calibrated trust (calibrate_predictor)",
+        "MMD on z (version 0.3's), default predictor",
+        "MMD on z (version 0.3's), transfer",
+        "CVAE (beta 0), default predictor",
+        "CVAE (beta 0), transfer",
+    }
     baselines = {"ceiling (half of real cells)", "control unchanged", "mean shift"}
     assert set(frame[frame.form == "counts"].method) == ours | baselines
     # NeuronEdit alone is the count models' default; on logs the default averages it.
     log_only = {
-        "scGen (pertpy)", "trVAE NeuronEdit (y), shrunk 0.25",
+        "scGen (pertpy)",
+        "trVAE NeuronEdit (y), shrunk 0.25",
         "trVAE default, unfloored (as version 0.2)",
-        "trVAE default, zeros matched (match_zeros=True)",
-    }  # fmt: skip
+        "trVAE default, zeros='matched'",
+        "trVAE default, zeros='kept'",
+        "trVAE default, zeros='kept_mean'",
+    }
     assert set(frame[frame.form == "log"].method) == ours | baselines | log_only
     assert frame["value"].notna().all()
     # The calibrated row carries its inner estimate and the shrinkage it chose.
@@ -274,12 +285,12 @@ def test_the_selection_rule_ranks_share_then_score_then_variance():
         "two wins, more variance": [(0.70, 0.70, 0.8), (0.60, 0.60, 0.8)],
         "one task only": [(0.99, 0.99, 0.99)],
     }
+    task = {"config": "c", "dataset": "d"}
     rows = [
-        {"config": "c", "dataset": "d", "group": f"g{i}", "predictor": name,
-         "r2_mean_deg": r2, "change_r_deg": r, "r2_var_all": var}
+        {**task, "group": f"g{i}", "predictor": name, **dict(zip(METRICS, scored, strict=True))}
         for name, values in scores_of.items()
-        for i, (r2, r, var) in enumerate(values)
-    ]  # fmt: skip
+        for i, scored in enumerate(values)
+    ]
     table, best = tune_defaults.summarise(pd.DataFrame(rows))
     assert best == ("c", "two wins, more variance")
     assert table.loc[("c", "higher score, one win"), "share_beating_mean_shift"] == 0.5

@@ -791,7 +791,7 @@ def public_calls(case: Case, directory: Path) -> None:
     check_output(mmd, (n_cells, TINY["hidden_sizes"][-1]), non_negative=False)
     corrected = model.get_corrected_expression(target, **cells)
     check_output(corrected, (n_cells, shown.n_vars), non_negative)
-    for options in ({}, {"method": "transfer", "sample": False}):
+    for options in ({}, {"zeros": "kept_mean"}, {"method": "transfer", "sample": False}):
         predicted = model.predict(target_condition=target, **cells, **options, **case.predict)
         draws = case.count_draws and options.get("sample", True)
         check_output(predicted.X, (n_cells, shown.n_vars), non_negative, integer=draws)

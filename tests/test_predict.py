@@ -368,7 +368,7 @@ def test_a_new_method_is_one_class_and_one_registry_line(held_out, monkeypatch):
         target_condition="c1",
         method="unchanged",
         shrinkage=0.0,
-        match_zeros=False,
+        zeros="floored",
     )
     np.testing.assert_allclose(dense(predicted.X), train.X[control].toarray(), atol=1e-5)
     assert predicted.uns["trVAE_predict"]["method"] == "unchanged"
@@ -438,14 +438,14 @@ def test_outputs_of_non_negative_data_are_non_negative(held_out, monkeypatch):
     assert model.non_negative_data_
     control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
     options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
-    matched = model.predict(**options, match_zeros=True).X
+    matched = model.predict(**options, zeros="matched").X
     assert sp.issparse(matched) and matched.format == "csr" and (matched.data > 0).all()
     floored = model.predict(**options).X
     assert sp.issparse(floored) and floored.format == "csr"
     floored = dense(floored)
     corrected = model.get_corrected_expression("c1", indices=control)
-    monkeypatch.setattr(TRVAE, "_in_data_domain", lambda self, values, zero_fraction=None: values)
-    raw = dense(model.predict(**options, match_zeros=False).X)
+    monkeypatch.setattr(TRVAE, "_in_data_domain", lambda self, values, zeros=None: values)
+    raw = dense(model.predict(**options, zeros="floored").X)
     assert (raw < 0).any() and (floored >= 0).all() and (corrected >= 0).all()
     np.testing.assert_array_equal(floored, np.maximum(raw, 0))
     np.testing.assert_array_equal(
@@ -471,7 +471,7 @@ def test_full_shrinkage_with_draws_is_floored_mean_shift(held_out):
     expected = np.maximum(train.X[control].toarray() + change, 0)
     floored = dense(model.predict(**options).X)
     np.testing.assert_allclose(floored, expected, atol=1e-6)
-    matched = dense(model.predict(**options, match_zeros=True).X)
+    matched = dense(model.predict(**options, zeros="matched").X)
     np.testing.assert_allclose(matched.mean(0), expected.mean(0), rtol=1e-5, atol=1e-6)
     wanted = expected_zero_fraction(train.X[control], controls, stimulated)
     n_zeros = np.minimum(np.rint(wanted * len(control)), len(control) - 1)
@@ -491,7 +491,7 @@ def test_draws_of_sparse_log_data_have_the_targets_zeros():
     model.train(max_epochs=2, enable_progress_bar=False)
     control = np.flatnonzero((adata.obs.cell_type == "t0") & (adata.obs.condition == "c0"))
     options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
-    matched = model.predict(**options, match_zeros=True).X
+    matched = model.predict(**options, zeros="matched").X
     floored = dense(model.predict(**options).X)
     t1 = (adata.obs.cell_type == "t1").to_numpy()
     source, target = (adata.X[t1 & (adata.obs.condition == c).to_numpy()] for c in ("c0", "c1"))
@@ -509,9 +509,32 @@ def test_draws_of_sparse_log_data_have_the_targets_zeros():
     assert (model.get_normalized_expression(transform_batch="c1").to_numpy() >= 0).all()
     dense_input = adata.copy()
     dense_input.X = adata.X.toarray()
-    on_dense = model.predict(dense_input, **options, match_zeros=True).X
+    on_dense = model.predict(dense_input, **options, zeros="matched").X
     assert isinstance(on_dense, np.ndarray)
     np.testing.assert_allclose(on_dense, dense(matched), rtol=1e-5, atol=1e-6)
+
+
+def test_kept_zeros_leave_expressing_cells_alone_and_zero_the_rest(held_out):
+    """zeros="kept": values of cells that express a gene are the floored draws'; a cell's zero
+    stays 0 unless its gene should have fewer zeros, then only the highest are filled in."""
+    _, train, model = held_out
+    control = np.flatnonzero((train.obs.cell_type == "t0") & (train.obs.condition == "c0"))
+    options = {"indices": control, "target_condition": "c1", "cell_type_key": "cell_type"}
+    floored = dense(model.predict(**options).X)
+    kept = model.predict(**options, zeros="kept")
+    assert kept.uns["trVAE_predict"]["zeros"] == "kept" and sp.issparse(kept.X)
+    kept = dense(kept.X)
+    expressed = train.X[control].toarray() > 0
+    np.testing.assert_array_equal(kept[expressed], floored[expressed])
+    changed = kept != floored
+    assert changed.any() and (kept[changed] == 0).all() and not changed[expressed].any()
+    t1 = (train.obs.cell_type == "t1").to_numpy()
+    source, target = (train.X[t1 & (train.obs.condition == c).to_numpy()] for c in ("c0", "c1"))
+    wanted = expected_zero_fraction(train.X[control], source, target)
+    filled = (~expressed & (kept > 0)).sum(0)
+    assert (filled <= np.maximum((~expressed).sum(0) - np.rint(wanted * len(control)), 0)).all()
+    with pytest.raises(ValueError, match=r"zeros='own' is not supported; choose one of"):
+        model.predict(**options, zeros="own")
 
 
 def test_scaled_data_keep_negative_values(held_out):

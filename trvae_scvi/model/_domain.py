@@ -1,10 +1,14 @@
 """Outputs in the data's domain: no negative value for non-negative data, zeros where expected.
 
 Pure functions on arrays, used by the one step of :class:`TRVAE` that turns a method's values
-into its output (``TRVAE._in_data_domain``).
+into its output (``TRVAE._in_data_domain``). :data:`ZERO_RULES` are ``predict``'s ``zeros``
+options for ``mse`` draws: each takes the floored values, each gene's expected fraction of
+zeros and the cells' own real values.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,12 +34,12 @@ def expected_zero_fraction(own, reference_source, reference_target) -> np.ndarra
     return np.clip(zero_fraction(own) + change, 0.0, 1.0)
 
 
-def match_zero_fraction(values: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+def match_zero_fraction(values: np.ndarray, fraction: np.ndarray, own=None) -> np.ndarray:
     """Set each gene's lowest values to 0 until ``fraction`` of its cells are 0, in place.
 
-    ``values`` are non-negative, cells by genes. Each gene's remaining values are scaled so
-    that its mean over the cells is unchanged; at least its largest value stays, so a gene
-    with any expression keeps it.
+    ``values`` are non-negative, cells by genes; ``own`` (the cells' real values) is not used.
+    Each gene's remaining values are scaled so that its mean over the cells is unchanged; at
+    least its largest value stays, so a gene with any expression keeps it.
     """
     n_cells = values.shape[0]
     if n_cells < 2:
@@ -45,6 +49,45 @@ def match_zero_fraction(values: np.ndarray, fraction: np.ndarray) -> np.ndarray:
     for start in range(0, values.shape[1], GENE_BLOCK):
         genes = slice(start, start + GENE_BLOCK)
         values[:, genes] = _match_block(values[:, genes], n_zeros[genes])
+    return values
+
+
+def keep_own_zeros(
+    values: np.ndarray, fraction: np.ndarray, own, *, keep_mean: bool = False
+) -> np.ndarray:
+    """Keep at 0 the values of cells whose own value is 0, in place, filling in only enough.
+
+    ``own`` holds the cells' real values (dense or sparse), ``fraction`` each gene's wanted
+    fraction of zeros. A gene whose own zeros are more than ``fraction`` of the cells keeps the
+    highest values of the difference, the largest predicted values of its non-expressing
+    cells; every other value of a non-expressing cell becomes 0. Values of expressing cells
+    are left as they are. With ``keep_mean``, the values taken from a gene's non-expressing
+    cells go to those filled in (scaled alike), so its mean is kept wherever one is.
+    """
+    n_cells = values.shape[0]
+    own = sp.csc_matrix(own)
+    for start in range(0, values.shape[1], GENE_BLOCK):
+        genes = slice(start, start + GENE_BLOCK)
+        not_expressed = own[:, genes].toarray() == 0
+        n_filled = not_expressed.sum(axis=0) - np.rint(fraction[genes] * n_cells).astype(int)
+        values[:, genes] = _keep_block(values[:, genes], not_expressed, n_filled, keep_mean)
+    return values
+
+
+def _keep_block(
+    values: np.ndarray, not_expressed: np.ndarray, n_filled: np.ndarray, keep_mean: bool
+) -> np.ndarray:
+    candidates = np.where(not_expressed, values, -np.inf)
+    taken = np.where(not_expressed, values, 0).sum(axis=0, dtype=np.float64)
+    ordered = -np.sort(-candidates, axis=0)  # descending per gene
+    position = np.clip(n_filled - 1, 0, values.shape[0] - 1)
+    lowest_filled = np.take_along_axis(ordered, position[None], axis=0)[0]
+    lowest_filled = np.where(n_filled > 0, lowest_filled, np.inf)
+    values[not_expressed & (values < lowest_filled)] = 0.0
+    if keep_mean:
+        left = np.where(not_expressed, values, 0).sum(axis=0, dtype=np.float64)
+        scale = np.divide(taken, left, out=np.ones_like(taken), where=left > 0)
+        values *= np.where(not_expressed, scale, 1.0).astype(values.dtype)
     return values
 
 
@@ -72,3 +115,11 @@ def like_input(values: np.ndarray, *, sparse: bool):
     rows = max(1, 2**22 // max(values.shape[1], 1))
     blocks = [sp.csr_matrix(values[start : start + rows]) for start in range(0, len(values), rows)]
     return sp.vstack(blocks, format="csr") if len(blocks) > 1 else sp.csr_matrix(values)
+
+
+ZERO_RULES = {
+    "floored": None,
+    "kept": keep_own_zeros,
+    "kept_mean": functools.partial(keep_own_zeros, keep_mean=True),
+    "matched": match_zero_fraction,
+}

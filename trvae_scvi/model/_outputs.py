@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from ._domain import match_zero_fraction
 from ._validation import (
     COMBINED_SEPARATOR,
     check_can_store,
@@ -229,20 +228,19 @@ class OutputsMixin:
         return np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
 
     def _in_data_domain(
-        self, values: np.ndarray, zero_fraction: np.ndarray | None = None
+        self, values: np.ndarray, zeros: Callable[[np.ndarray], np.ndarray] | None = None
     ) -> np.ndarray:
         """``values`` in the training data's domain, in place: the one step every output takes.
 
         When the training data are non-negative (log-normalised expression, counts), floored
         at 0: a decoder with a linear output, a residual or a change added to a cell can give
-        a negative value. With ``zero_fraction`` (per gene), also each gene's lowest values set
-        to 0 until that fraction of cells are, its mean kept
-        (:func:`~trvae_scvi.model._domain.match_zero_fraction`).
+        a negative value. ``zeros``, one of :data:`~trvae_scvi.model._domain.ZERO_RULES` bound
+        to the cells, then sets values to 0 where the data would have zeros.
         """
         if self.non_negative_data_:
             np.maximum(values, 0.0, out=values)
-            if zero_fraction is not None:
-                match_zero_fraction(values, zero_fraction)
+            if zeros is not None:
+                zeros(values)
         return values
 
     def _condition_code(

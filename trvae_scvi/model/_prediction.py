@@ -6,6 +6,7 @@ The methods themselves are the classes of :mod:`._predictors`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Literal
 
@@ -16,12 +17,13 @@ import torch
 from anndata import AnnData
 from scvi.distributions import NegativeBinomial
 
-from ._domain import expected_zero_fraction, like_input
+from ._domain import ZERO_RULES, expected_zero_fraction, like_input
 from ._outputs import Cells, OutputsMixin
 from ._predictors import PREDICTORS, MeanShift, ModelSpace, Predictor, Reference, Settings
 from ._validation import cell_type_column, check_choice, check_indices
 
 Method = Literal["neuron_edit", "calibrated", "transfer", "latent_shift"]
+Zeros = Literal["floored", "kept", "kept_mean", "matched"]
 # Chosen on the tuning tasks of benchmarks/tune_defaults.py (see docs/method.md), per form: the
 # average was screened on log data only, so count models keep NeuronEdit alone.
 DEFAULT_METHODS = {"mse": ("neuron_edit", "calibrated"), "counts": ("neuron_edit",)}
@@ -50,7 +52,7 @@ class PredictionMixin(OutputsMixin):
         n_percentiles: int = 100,
         shrinkage: float | None = None,
         sample: bool = True,
-        match_zeros: bool = False,
+        zeros: Zeros = "floored",
         target_sum: float | None = None,
         batch_size: int | None = None,
     ) -> AnnData:
@@ -127,13 +129,15 @@ class PredictionMixin(OutputsMixin):
             condition's dispersion. ``"mse"`` models add each cell's residual ``x - g(z, s)``
             (the decoder's error on it; deterministic); with ``False``, its per-gene mean over
             the predicted cells of the same source condition, so both have the same means.
-        match_zeros
-            ``"mse"`` draws with a reference, on non-negative data: give each gene the fraction
-            of zeros expected of the target cells (the cells' own plus the reference's change
-            in it) by setting its lowest values to 0 and scaling the others so its mean over
-            the cells is unchanged. Zeros then look like the data's, but the scaling inflates
-            per-gene variances. ``False`` (the default, see ``docs/method.md``): only floored
-            at 0.
+        zeros
+            Zeros of ``"mse"`` draws with a reference, on non-negative data, beyond the floor
+            at 0. Each gene's expected fraction of zeros is the cells' own plus the
+            reference's change in it. ``"floored"``: none. ``"kept"``: a cell's zero stays 0,
+            except, where the gene should have fewer zeros than the cells' own, for the highest
+            predictions of enough of them. ``"matched"``: each gene's lowest values set to 0
+            until it has that fraction, the others scaled so its mean is unchanged (which
+            inflates per-gene variances). See ``docs/method.md`` for how the default was
+            chosen.
         target_sum
             Count models: total counts per cell of ``layers["log_normalized"]``; ``None``: the
             median library size of the training cells with counts.
@@ -149,7 +153,7 @@ class PredictionMixin(OutputsMixin):
             cell's library size (expected, or draws with ``sample=True``), with for counts
             ``layers["log_normalized"] = log1p(X / library * target_sum)``; a CSR matrix when
             the registered input is sparse. For non-negative training data ``X`` is floored
-            at 0 (then ``match_zeros``). ``uns["trVAE_predict"]``: the settings used, with
+            at 0 (then ``zeros``). ``uns["trVAE_predict"]``: the settings used, with
             under ``"calibration"`` the calibrated shrinkage's inner scores (the expected
             accuracy), if one was used.
 
@@ -180,7 +184,7 @@ class PredictionMixin(OutputsMixin):
             neuron_edit_layer=neuron_edit_layer,
             n_percentiles=n_percentiles,
             shrinkage=shrinkage,
-            match_zeros=match_zeros,
+            zeros=zeros,
             target_sum=target_sum,
         )
         adata, indices = self._prepare(adata, indices)
@@ -217,9 +221,9 @@ class PredictionMixin(OutputsMixin):
                 chunk = {key: values[part] for key, values in cells.items()} | shared
                 values = self._predict_cells(fitted, chunk, reference, space, settings)
                 prediction[part] = self._in_data_domain(values)
-            zeros = self._expected_zeros(adata, indices[rows], reference, space, settings)
+            zeros = self._zero_rule(adata, indices[rows], reference, space, settings)
             if zeros is not None:  # over all of the group's cells at once
-                prediction[rows] = self._in_data_domain(prediction[rows], zero_fraction=zeros)
+                prediction[rows] = self._in_data_domain(prediction[rows], zeros=zeros)
         return self._prediction_anndata(
             adata, indices, prediction, cells["library"], target_code, source_code, space, settings
         )
@@ -271,24 +275,25 @@ class PredictionMixin(OutputsMixin):
             mixed = (1 - settings.shrinkage) * mixed + settings.shrinkage * shift.transform(cells)
         return self._to_output(mixed, cells, space, settings.sample, predictors[0].target_code)
 
-    def _expected_zeros(
-        self,
+    @staticmethod
+    def _zero_rule(
         adata: AnnData,
         rows: np.ndarray,
         reference: Reference | None,
         space: ModelSpace,
         settings: Settings,
-    ) -> np.ndarray | None:
-        """Each gene's fraction of zeros that ``mse`` draws of ``rows`` are given, if any.
+    ):
+        """The ``zeros`` rule, bound to the cells ``rows`` of ``adata``; ``None``: floor only.
 
         Count draws have their own zeros; expected values and predictions without a reference
         are only floored.
         """
-        if space.is_count_model or reference is None:
+        rule = ZERO_RULES[settings.zeros]
+        if rule is None or space.is_count_model or reference is None or not settings.sample:
             return None
-        if not (settings.sample and settings.match_zeros):
-            return None
-        return expected_zero_fraction(space.real(adata, rows), *reference.real(space))
+        own = space.real(adata, rows)
+        fraction = expected_zero_fraction(own, *reference.real(space))
+        return functools.partial(rule, fraction=fraction, own=own)
 
     def _to_output(
         self, expected: np.ndarray, cells: Cells, space: ModelSpace, sample: bool, target_code: int
@@ -552,7 +557,7 @@ def _check_settings(
     neuron_edit_layer: str,
     n_percentiles: int,
     shrinkage: float | None,
-    match_zeros: bool,
+    zeros: str,
     target_sum: float | None,
 ) -> Settings:
     """Check a prediction's settings; ``shrinkage=None`` becomes the methods' default."""
@@ -565,6 +570,7 @@ def _check_settings(
     for name in methods:
         check_choice("method", name, tuple(PREDICTORS))
     check_choice("neuron_edit_layer", neuron_edit_layer, ("y", "z"))
+    check_choice("zeros", zeros, tuple(ZERO_RULES))
     if target_sum is not None and not (np.isfinite(target_sum) and target_sum > 0):
         raise ValueError(
             f"target_sum={target_sum!r} must be a positive number, or None for the median "
@@ -589,7 +595,7 @@ def _check_settings(
         n_neighbors=None if n_neighbors is None else int(n_neighbors),
         neuron_edit_layer=neuron_edit_layer,
         n_percentiles=n_percentiles,
-        match_zeros=bool(match_zeros),
+        zeros=zeros,
     )
 
 
@@ -600,7 +606,7 @@ def _settings_record(settings: Settings) -> dict:
         "method": methods[0] if len(methods) == 1 else list(methods),
         "sample": settings.sample,
         "shrinkage": settings.shrinkage,
-        "match_zeros": settings.match_zeros,
+        "zeros": settings.zeros,
         "calibration": settings.calibration or "none: fixed default (see calibrate_predictor)",
     }
     for name in methods:

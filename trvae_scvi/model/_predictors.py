@@ -36,7 +36,7 @@ class Settings:
     n_neighbors: int | None
     neuron_edit_layer: str
     n_percentiles: int
-    match_zeros: bool
+    zeros: str
     calibration: dict | None = None  # the summary of the calibration that set shrinkage
 
 
