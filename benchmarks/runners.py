@@ -14,7 +14,7 @@ from benchmarks.data import STIMULATED, TARGET_SUM
 from trvae_scvi import TRVAE
 from trvae_scvi.benchmarking import HoldOut
 
-PEERS = {"scgen": "scGen (pertpy)", "scarches_trvae": "scArches TRVAE"}
+PEERS = {"scgen": "scGen (pertpy)", "scarches_trvae": "scArches TRVAE", "cpa": "CPA (cpa-tools)"}
 PEERS_DIR = Path(__file__).resolve().parent / "peers" / "predictions"
 CEILING = "ceiling (half of real cells)"
 

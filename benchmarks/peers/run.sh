@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Peer predictions for the held-out benchmarks: scGen (pertpy) and scArches' TRVAE on the bundled
-# Kang file (7 cell types) and the glioblastoma data (patients PW034 PW036 PW040), seeds 0 1 2.
+# Peer predictions for the held-out benchmarks: scGen (pertpy), scArches' TRVAE and CPA (cpa-tools)
+# on the bundled Kang file (7 cell types) and the glioblastoma data (patients PW034 PW036 PW040),
+# seeds 0 1 2.
 # Usage: bash benchmarks/peers/run.sh [OUT_DIR]   (default OUT_DIR: benchmarks/peers/predictions)
-# Environment: SEEDS (default "0 1 2"), PEERS (default "scgen scarches_trvae"), DATASETS (default
+# Environment: SEEDS (default "0 1 2"), PEERS (default "scgen scarches_trvae cpa"), DATASETS (default
 # "kang glioblastoma"). Writes OUT_DIR/<dataset>/<peer>/<group>_seed<S>.npz; runs whose .npz
 # exists are skipped, so an interrupted run resumes; delete OUT_DIR/<dataset>/<peer> to redo one.
 set -euo pipefail
@@ -10,11 +11,11 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 OUT="${1:-$HERE/predictions}"
 read -r -a SEED_LIST <<< "${SEEDS:-0 1 2}"  # e.g. SEEDS="0" bash run.sh
-read -r -a PEER_LIST <<< "${PEERS:-scgen scarches_trvae}"
+read -r -a PEER_LIST <<< "${PEERS:-scgen scarches_trvae cpa}"
 read -r -a DATASET_LIST <<< "${DATASETS:-kang glioblastoma}"
 PROJECT_PY="${PROJECT_PYTHON:-$ROOT/.venv/bin/python}"  # writes the input files
 
-declare -A VENV=([scgen]=scgen [scarches_trvae]=scarches)
+declare -A VENV=([scgen]=scgen [scarches_trvae]=scarches [cpa]=cpa)
 for peer in "${PEER_LIST[@]}"; do
     [ -n "${VENV[$peer]:-}" ] || { echo "[run] unknown peer $peer" >&2; exit 2; }
 done
