@@ -58,10 +58,10 @@ def keep_own_zeros(
     """Keep at 0 the values of cells whose own value is 0, in place, filling in only enough.
 
     ``own`` holds the cells' real values (dense or sparse), ``fraction`` each gene's wanted
-    fraction of zeros. A gene whose own zeros are more than ``fraction`` of the cells keeps the
-    highest values of the difference, the largest predicted values of its non-expressing
-    cells; every other value of a non-expressing cell becomes 0. Values of expressing cells
-    are left as they are. With ``keep_mean``, the values taken from a gene's non-expressing
+    fraction of zeros. Where a gene's own zeros are more than ``fraction`` of the cells, the
+    largest predicted values of its non-expressing cells are kept, as many as the difference;
+    every other value of a non-expressing cell becomes 0. Values of expressing cells are left
+    as they are. With ``keep_mean``, the values taken from a gene's non-expressing
     cells go to those filled in (scaled alike), so its mean is kept wherever one is.
     """
     n_cells = values.shape[0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -134,10 +134,11 @@ class PredictionMixin(OutputsMixin):
             at 0. Each gene's expected fraction of zeros is the cells' own plus the
             reference's change in it. ``"floored"``: none. ``"kept"``: a cell's zero stays 0,
             except, where the gene should have fewer zeros than the cells' own, for the highest
-            predictions of enough of them. ``"matched"``: each gene's lowest values set to 0
-            until it has that fraction, the others scaled so its mean is unchanged (which
-            inflates per-gene variances). See ``docs/method.md`` for how the default was
-            chosen.
+            predictions of enough of them. ``"kept_mean"``: as ``"kept"``, with the values
+            taken from the zeros moved to those filled in, so each gene's mean is kept.
+            ``"matched"``: each gene's lowest values set to 0 until it has that fraction, the
+            others scaled so its mean is unchanged. The last two inflate per-gene variances;
+            ``docs/method.md`` says how the default was chosen.
         target_sum
             Count models: total counts per cell of ``layers["log_normalized"]``; ``None``: the
             median library size of the training cells with counts.
@@ -282,7 +283,7 @@ class PredictionMixin(OutputsMixin):
         reference: Reference | None,
         space: ModelSpace,
         settings: Settings,
-    ):
+    ) -> Callable[[np.ndarray], np.ndarray] | None:
         """The ``zeros`` rule, bound to the cells ``rows`` of ``adata``; ``None``: floor only.
 
         Count draws have their own zeros; expected values and predictions without a reference
