@@ -20,6 +20,8 @@ from anndata import AnnData
 
 from trvae_scvi.metrics import change_correlation, r2_of_means, top_degs
 
+from ._validation import cell_type_column
+
 SHRINKAGES = (0.0, 0.25, 0.5, 0.75, 1.0)
 N_DEGS = 100  # genes scored, as in the benchmarks: each group's top DEGs
 MIN_CELLS = 10  # cells of each condition a group needs to be scored
@@ -52,7 +54,7 @@ def fold_scores(
     """
     source, target = pair
     adata = model.adata
-    types = adata.obs[cell_type_key].astype(str).to_numpy()
+    types = cell_type_column(adata, cell_type_key)
     conditions = adata.obs[model.condition_key].astype(str).to_numpy()
     hidden = np.isin(types, held) & (conditions == target)
     inner = adata[~hidden].copy()

@@ -78,7 +78,8 @@ def _keep_block(
     values: np.ndarray, not_expressed: np.ndarray, n_filled: np.ndarray, keep_mean: bool
 ) -> np.ndarray:
     candidates = np.where(not_expressed, values, -np.inf)
-    taken = np.where(not_expressed, values, 0).sum(axis=0, dtype=np.float64)
+    if keep_mean:  # what the non-expressing cells hold before any is set to 0
+        taken = np.where(not_expressed, values, 0).sum(axis=0, dtype=np.float64)
     ordered = -np.sort(-candidates, axis=0)  # descending per gene
     position = np.clip(n_filled - 1, 0, values.shape[0] - 1)
     lowest_filled = np.take_along_axis(ordered, position[None], axis=0)[0]
